@@ -1,0 +1,69 @@
+"""Build the student notebooks (weeks/) and the public answer keys from solutions/.
+
+The student notebook is made by nbgrader's own preprocessors, in the order
+`nbgrader generate_assignment` applies them (without its database), so the
+repository stays a valid nbgrader course and the two builds agree. The public
+keys (`autograder/public/<notebook>.agw`) hold the public cases, their expected
+outputs and the known mistakes' outputs, computed from the solutions.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+from nbgrader.preprocessors import (
+    CheckCellMetadata, ClearHiddenTests, ClearMarkScheme, ClearOutput, ClearSolutions, ComputeChecksums, LockCells,
+)
+
+from . import reference, source, wire
+from .config import ROOT, Course, Notebook
+
+# generate_assignment's order, less IncludeHeaderFooter/InstantiateTests (unused) and SaveCells (its database).
+# ClearHiddenTests must follow the first ComputeChecksums; ComputeChecksums runs again after it.
+RELEASE_STEPS = [
+    LockCells, ClearSolutions, ClearOutput, CheckCellMetadata, ComputeChecksums,
+    ClearHiddenTests, ClearMarkScheme, ComputeChecksums, CheckCellMetadata,
+]
+
+
+def release_notebook(src: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """The student's version of a source notebook."""
+    nb = nbformat.from_dict(src)
+    resources: dict = {}
+    for step in RELEASE_STEPS:
+        nb, resources = step().preprocess(nb, resources)
+    return nb
+
+
+def release_text(course_nb: Notebook, root: Path = ROOT) -> str:
+    src = nbformat.read(root / "solutions" / course_nb.path, as_version=4)
+    return source.dumps(release_notebook(src))
+
+
+def public_text(course: Course, nb: Notebook, run, root: Path = ROOT) -> bytes:
+    return wire.encode(reference.public_part(reference.load_key(course, nb, run, root)))
+
+
+def build(course: Course, root: Path = ROOT, only: list[str] | None = None, log=print) -> list[Path]:
+    """Write weeks/ and autograder/public/; returns the files that changed."""
+    from .worker import preload, run_job
+
+    stale = source.stale_sources(course, root)
+    if stale:
+        raise source.SourceError("\n".join(stale))
+    preload()
+    changed = []
+    for nb in course.notebooks:
+        if only and nb.id not in only:
+            continue
+        outputs = {
+            root / "weeks" / nb.path: release_text(nb, root).encode(),
+            reference.public_path(nb.id): public_text(course, nb, run_job, root),
+        }
+        for path, data in outputs.items():
+            if not path.exists() or path.read_bytes() != data:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+                changed.append(path)
+                log(f"wrote {path.relative_to(root)}")
+    return changed

@@ -1,0 +1,234 @@
+"""Compare a student's outputs with the answer key, and name the mistake when one fits.
+
+Runs only in the trusted process, on plain data decoded by `wire`. A case
+passes when every expected output is there with the right kind (tensor or
+array), dtype and shape, the same NaN positions, and values within the
+tolerance of its dtype. A failing case is compared with each known mistake's
+output on the same case; the first that matches is named, with its hint.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .exercise import DEFAULT_TOLERANCE
+from .wire import Tensor, describe
+
+
+@dataclass
+class CaseResult:
+    """The verdict on one case of one item."""
+
+    item: str
+    case: str
+    public: bool
+    note: str
+    passed: bool
+    score: float
+    max_score: float
+    problems: list[str] = field(default_factory=list)
+    mistake: dict | None = None
+
+    def text(self) -> str:
+        """The feedback for this case, as the student reads it."""
+        visibility = "public" if self.public else "hidden"
+        head = f"{self.item}: case {self.case} ({visibility}{', ' + self.note if self.note else ''})"
+        if self.passed:
+            return f"PASS {head}"
+        lines = [f"FAIL {head}"] + [f"    {p}" for p in self.problems]
+        if self.mistake:
+            lines.append(f"    Likely mistake: {self.mistake['title']}.")
+            lines.append(f"    Hint: {self.mistake['hint']}.")
+        return "\n".join(lines)
+
+
+def _array(value):
+    if isinstance(value, Tensor):
+        return value.array, True
+    if isinstance(value, np.ndarray):
+        return value, False
+    return None, False
+
+
+def compare_value(name: str, expected, got, tolerance=None) -> list[str]:
+    """Problems with one output (empty when it matches)."""
+    exp_arr, exp_tensor = _array(expected)
+    if exp_arr is not None:
+        got_arr, got_tensor = _array(got)
+        if got_arr is None:
+            return [f"{name}: got {describe(got)}, expected {describe(expected)}"]
+        if exp_tensor and not got_tensor:
+            return [f"{name}: got a numpy array, expected a torch tensor (use torch operations throughout)"]
+        problems = []
+        if got_arr.dtype != exp_arr.dtype:
+            hint = ("keep the input dtype: avoid torch.tensor(...)/float literals that create float32, "
+                    "or convert with .to(x.dtype)") if exp_arr.dtype.kind == "f" else ""
+            if exp_arr.dtype == bool:
+                hint = "return a boolean tensor (dtype=torch.bool)"
+            problems.append(f"{name}: dtype {got_arr.dtype}, expected {exp_arr.dtype}" + (f" ({hint})" if hint else ""))
+        if got_arr.shape != exp_arr.shape:
+            problems.append(f"{name}: shape {list(got_arr.shape)}, expected {list(exp_arr.shape)}")
+            return problems
+        if exp_arr.dtype == bool or got_arr.dtype == bool or exp_arr.dtype.kind in "iu":
+            wrong = int(np.count_nonzero(got_arr.astype(exp_arr.dtype) != exp_arr)) if not problems else 0
+            if wrong:
+                problems.append(f"{name}: {wrong} of {exp_arr.size} entries differ")
+            return problems
+        g = got_arr.astype(np.float64) if got_arr.dtype.kind in "fiub" else got_arr
+        e = exp_arr.astype(np.float64)
+        rtol, atol = tolerance or DEFAULT_TOLERANCE.get(str(exp_arr.dtype), DEFAULT_TOLERANCE["float32"])
+        if got_arr.dtype != exp_arr.dtype:
+            rtol, atol = max(rtol, 1e-4), max(atol, 1e-5)
+        g_nan, e_nan = np.isnan(g), np.isnan(e)
+        if g_nan.sum() != e_nan.sum() or (g_nan != e_nan).any():
+            problems.append(f"{name}: {int(g_nan.sum())} NaN values, expected {int(e_nan.sum())}")
+        both = ~(g_nan | e_nan)
+        if both.any():
+            g_inf, e_inf = np.isinf(g) & both, np.isinf(e) & both
+            if (g_inf != e_inf).any() or (g[g_inf] != e[g_inf]).any():
+                problems.append(f"{name}: {int(g_inf.sum())} infinite values, expected {int(e_inf.sum())}")
+            finite = both & ~g_inf & ~e_inf
+            diff = np.abs(g - e)
+            bad = finite & (diff > atol + rtol * np.abs(e))
+            if bad.any():
+                worst = np.unravel_index(np.argmax(np.where(finite, diff, -1)), diff.shape)
+                problems.append(
+                    f"{name}: {int(bad.sum())} of {e.size} values differ; largest difference "
+                    f"{diff[worst]:.3g} (got {g[worst]:.6g}, expected {e[worst]:.6g}; tolerance {atol:g} + {rtol:g}*|expected|)"
+                )
+        return problems
+    if isinstance(expected, bool) or isinstance(got, bool):
+        return [] if got is expected else [f"{name}: got {describe(got)}, expected {describe(expected)}"]
+    if isinstance(expected, int):
+        if type(got) is not int:
+            return [f"{name}: got {describe(got)}, expected an int"]
+        return [] if got == expected else [f"{name}: got {got}, expected a different number"]
+    if isinstance(expected, float):
+        if type(got) not in (int, float):
+            return [f"{name}: got {describe(got)}, expected a float"]
+        rtol, atol = tolerance or DEFAULT_TOLERANCE["float64"]
+        if np.isnan(expected) and np.isnan(got):
+            return []
+        if not abs(got - expected) <= atol + rtol * abs(expected):
+            return [f"{name}: got {got:.6g}; off by {abs(got - expected):.3g}"]
+        return []
+    if isinstance(expected, str):
+        if type(got) is not str:
+            return [f"{name}: got {describe(got)}, expected a string"]
+        return [] if got.strip().upper() == expected.strip().upper() else [f"{name}: not the expected answer"]
+    if isinstance(expected, list):
+        if not isinstance(got, list) or len(got) != len(expected):
+            return [f"{name}: got {describe(got)}, expected a list of {len(expected)}"]
+        return [p for i, (e, g) in enumerate(zip(expected, got)) for p in compare_value(f"{name}[{i}]", e, g, tolerance)]
+    if isinstance(expected, dict):
+        if not isinstance(got, dict):
+            return [f"{name}: got {describe(got)}, expected a dict"]
+        return [p for k in expected for p in compare_value(f"{name}[{k!r}]", expected[k], got.get(k), tolerance)]
+    return [] if got == expected else [f"{name}: got {describe(got)}"]
+
+
+def compare_outputs(expected: dict, got: dict, tolerance=None) -> list[str]:
+    problems = []
+    for name, value in expected.items():
+        if name not in got:
+            problems.append(f"{name}: missing")
+            continue
+        problems += compare_value(name, value, got[name], tolerance)
+    return problems
+
+
+def _matches(mistake_out: dict, got: dict, tolerance=None) -> bool:
+    """Whether the student's outputs equal a mistake's, NaN positions counting as either value.
+
+    Lenient on NaN because a mistake shows up the same whether a student then
+    zeroes, keeps or never produces the NaN rows it causes.
+    """
+    for name, value in mistake_out.items():
+        if name not in got:
+            return False
+        m_arr, _ = _array(value)
+        g_arr, _ = _array(got[name])
+        if m_arr is None or g_arr is None:
+            if compare_value(name, value, got[name], tolerance):
+                return False
+            continue
+        if m_arr.shape != g_arr.shape:
+            return False
+        if m_arr.dtype.kind not in "fc" or g_arr.dtype.kind not in "fc":
+            if m_arr.dtype != g_arr.dtype or (m_arr != g_arr).any():
+                return False
+            continue
+        m, g = m_arr.astype(np.float64), g_arr.astype(np.float64)
+        known = ~(np.isnan(m) | np.isnan(g))
+        rtol, atol = tolerance or DEFAULT_TOLERANCE["float32"]
+        with np.errstate(invalid="ignore"):
+            close = np.isclose(g[known], m[known], rtol=rtol, atol=atol)
+        if not close.all():
+            return False
+    return True
+
+
+def diagnose(case_key: dict, got: dict | None, error_type: str, mistakes: list[dict]) -> dict | None:
+    """The first known mistake whose output on this case equals the student's."""
+    tolerance = case_key.get("tolerance")
+    for m in mistakes:
+        out = case_key.get("mistakes", {}).get(m["name"])
+        if out is None:
+            continue
+        if "$error" in out:
+            if got is None and error_type == out["$error"]:
+                return m
+            continue
+        if got is not None and compare_outputs(case_key["expected"], out, tolerance) and _matches(out, got, tolerance):
+            return m
+    return None
+
+
+def judge_item(item_id: str, item_key: dict, raw_cases: dict, share: float) -> list[CaseResult]:
+    """Judge every case of an item, then keep only diagnoses consistent across all its cases.
+
+    A mistake named on one case is dropped when, on another case, the student
+    raised where the mistake returns, or returned where the mistake raises.
+    """
+    choices = item_key["choices"] if item_key["kind"] == "quiz" else None
+    results = [judge_case(item_id, ck, raw_cases.get(ck["name"]), item_key["mistakes"], share, choices)
+               for ck in item_key["cases"]]
+    for r in results:
+        if r.mistake is None:
+            continue
+        for ck in item_key["cases"]:
+            out = ck.get("mistakes", {}).get(r.mistake["name"])
+            got = raw_cases.get(ck["name"]) or {}
+            if out is not None and ("$error" in out) != bool(got.get("error")):
+                r.mistake = None
+                break
+    return results
+
+
+def judge_case(item_id: str, case_key: dict, got: dict, mistakes: list[dict], share: float,
+               quiz_choices: list[str] | None = None) -> CaseResult:
+    """Judge one case from the sandbox's answer `got` ({"outputs", "error", "error_type"})."""
+    result = CaseResult(item_id, case_key["name"], case_key["public"], case_key.get("note", ""), False, 0.0, share)
+    if got is None:
+        result.problems.append("no result (the item stopped before this case)")
+        return result
+    if got.get("error"):
+        result.problems.append(f"raised {got['error']}")
+        result.mistake = diagnose(case_key, None, got.get("error_type", ""), mistakes)
+        return result
+    outputs = got.get("outputs") or {}
+    if quiz_choices is not None:
+        answer = outputs.get("answer")
+        if type(answer) is not str or answer.strip().upper() not in quiz_choices:
+            result.problems.append(f"answer {describe(answer)} is not one of {', '.join(quiz_choices)}")
+            return result
+        if case_key["expected"] is None:  # a public quiz check: the form is right, the answer is graded later
+            result.passed, result.score = True, share
+            return result
+    result.problems = compare_outputs(case_key["expected"], outputs, case_key.get("tolerance"))
+    if result.problems:
+        result.mistake = diagnose(case_key, outputs, "", mistakes)
+    else:
+        result.passed, result.score = True, share
+    return result

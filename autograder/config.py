@@ -1,0 +1,221 @@
+"""Typed course configuration, loaded from `course.yml`.
+
+Every field is documented here and in `course.yml` itself. Unknown keys are
+errors that name the file, the key and the closest known key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class ConfigError(ValueError):
+    """A mistake in course.yml, phrased for the person who edits it."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One graded item: its id is the name the student defines."""
+
+    id: str
+    """Name of the function, class or quiz variable; also the nbgrader grade_id."""
+    points: float
+    """Points the item is worth."""
+    manual: bool = False
+    """True for free-text checkpoints graded by hand (the grader only collects the text)."""
+    extra_credit: bool = False
+    """True when the points are not counted in the maximum score."""
+
+
+@dataclass(frozen=True)
+class Notebook:
+    """One notebook of the course."""
+
+    id: str
+    """File stem, e.g. day06_scaled_dot_product_attention."""
+    title: str
+    """Title shown in feedback and reports."""
+    items: tuple[Item, ...]
+    """Graded items, in the order they appear in the notebook."""
+    week: str = ""
+    """Filled in from the enclosing week."""
+
+    @property
+    def path(self) -> str:
+        """Path of the notebook relative to solutions/ or weeks/."""
+        return f"{self.week}/{self.id}.ipynb"
+
+    @property
+    def auto_items(self) -> tuple[Item, ...]:
+        return tuple(i for i in self.items if not i.manual)
+
+
+@dataclass(frozen=True)
+class Week:
+    """One week: a folder of notebooks under weeks/ and solutions/."""
+
+    id: str
+    """Folder name, e.g. week1."""
+    notebooks: tuple[Notebook, ...]
+    """The week's notebooks."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one submission may use while it is graded."""
+
+    cell_seconds: float = 30.0
+    """Wall time for one notebook cell."""
+    notebook_seconds: float = 180.0
+    """Wall time for executing a whole notebook (all cells)."""
+    item_seconds: float = 10.0
+    """Wall time for running all cases of one graded item."""
+    memory_mb: int = 4096
+    """Address-space limit of the sandbox process, in MiB."""
+    processes: int = 64
+    """Most processes the sandbox user may have at once (enforced when grading runs as root)."""
+    file_mb: int = 64
+    """Largest file the sandbox may write, in MiB."""
+    output_kb: int = 256
+    """Printed output kept per notebook, in KiB (the rest is dropped)."""
+
+
+@dataclass(frozen=True)
+class Grading:
+    """How the instructor's grader behaves."""
+
+    hidden_seed: int
+    """Secret seed of the hidden cases: every student meets the same cases."""
+    public_seed: int = 0
+    """Seed of the public cases shipped with the student release."""
+    workers: int = 0
+    """Grading processes; 0 means one per CPU core."""
+    limits: Limits = field(default_factory=Limits)
+    """Resource limits of the sandbox."""
+
+
+@dataclass(frozen=True)
+class Course:
+    """The whole course."""
+
+    name: str
+    """Course title."""
+    grading: Grading
+    """Grader settings."""
+    weeks: tuple[Week, ...]
+    """Weeks, in teaching order."""
+    source: Path = ROOT / "course.yml"
+
+    @property
+    def notebooks(self) -> tuple[Notebook, ...]:
+        return tuple(nb for w in self.weeks for nb in w.notebooks)
+
+    def notebook(self, notebook_id: str) -> Notebook:
+        for nb in self.notebooks:
+            if nb.id == notebook_id:
+                return nb
+        raise ConfigError(
+            f"unknown notebook {notebook_id!r}{_did_you_mean(notebook_id, [n.id for n in self.notebooks])}"
+        )
+
+    def item(self, item_id: str) -> tuple[Notebook, Item]:
+        for nb in self.notebooks:
+            for it in nb.items:
+                if it.id == item_id:
+                    return nb, it
+        ids = [i.id for nb in self.notebooks for i in nb.items]
+        raise ConfigError(f"unknown graded item {item_id!r}{_did_you_mean(item_id, ids)}")
+
+    @property
+    def item_ids(self) -> list[str]:
+        return [i.id for nb in self.notebooks for i in nb.items]
+
+
+def _did_you_mean(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _build(cls, data, where: str, path: Path):
+    """Build dataclass `cls` from a mapping, rejecting unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: {where} should be a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in ("week", "source")}
+    hints = typing.get_type_hints(cls)
+    for key in data:
+        if key not in fields:
+            raise ConfigError(
+                f"{path}: unknown key {where}.{key}{_did_you_mean(str(key), fields)}; "
+                f"known keys: {', '.join(fields)}"
+            )
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{path}: missing key {where}.{name}")
+            continue
+        kwargs[name] = _convert(hints[name], data[name], f"{where}.{name}", path)
+    return cls(**kwargs)
+
+
+def _convert(hint, value, where: str, path: Path):
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where, path)
+    if origin is tuple:
+        (inner, _) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: {where} should be a list")
+        return tuple(_convert(inner, v, f"{where}[{i}]", path) for i, v in enumerate(value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: {where} should be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: {where} should be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ConfigError(f"{path}: {where} should be a non-negative number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: {where} should be a string, got {value!r}")
+        return value
+    raise TypeError(hint)
+
+
+def load_course(path: str | os.PathLike | None = None) -> Course:
+    """Read and validate course.yml (default: the repository's own)."""
+    path = Path(path) if path else ROOT / "course.yml"
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found; run from the course repository or pass --course") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    course = _build(Course, data, "course", path)
+    weeks, seen = [], set()
+    for week in course.weeks:
+        nbs = []
+        for nb in week.notebooks:
+            for it in nb.items:
+                if not ID_RE.match(it.id):
+                    raise ConfigError(f"{path}: item id {it.id!r} in {nb.id} is not a Python identifier")
+                if it.id in seen:
+                    raise ConfigError(f"{path}: item id {it.id!r} appears twice; ids are unique across the course")
+                seen.add(it.id)
+            nbs.append(dataclasses.replace(nb, week=week.id))
+        weeks.append(dataclasses.replace(week, notebooks=tuple(nbs)))
+    return dataclasses.replace(course, weeks=tuple(weeks), source=path)

@@ -1,0 +1,279 @@
+"""Batch grading: every submission in SUBMITTED, through an explicit pipeline of steps.
+
+Each step has the signature `step(sub, run)` and declares what it `needs` and
+what it `gives`; `PIPELINE` is their order (a test checks that every step's
+needs are given by an earlier one). Student code only ever runs inside the
+sandbox behind `execute`; the other steps run here, in the trusted process.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+from . import compare, notebook, reference
+from .config import ROOT, ConfigError, Course, Notebook, _did_you_mean
+from .gradebook import Gradebook
+
+STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")
+
+
+class GradingError(Exception):
+    """The instructor's mistake (a missing folder, a bad course.yml): grading cannot start."""
+
+
+@dataclass
+class Submission:
+    """One student's notebook, and everything the pipeline learns about it."""
+
+    student_id: str
+    notebook: Notebook
+    path: Path
+    digest: str = ""
+    nb: nbformat.NotebookNode | None = None
+    job: dict | None = None
+    raw: dict | None = None
+    result: dict = field(default_factory=dict)
+    failed: str = ""
+    """Set when the submission cannot be graded at all (unreadable); later steps then only score 0."""
+
+
+@dataclass
+class Run:
+    """What every step may use: the course, the answer keys, the release notebooks, the workers."""
+
+    course: Course
+    keys: dict[str, dict]
+    releases: dict[str, nbformat.NotebookNode]
+    execute_job: object
+    hide: list[str]
+    grader_digest: str
+
+
+def step(needs: tuple[str, ...], gives: tuple[str, ...]):
+    def mark(fn):
+        fn.needs, fn.gives = needs, gives
+        return fn
+
+    return mark
+
+
+@step(needs=("path",), gives=("nb",))
+def read_submission(sub: Submission, run: Run) -> None:
+    """Read and validate the notebook; an unreadable one is recorded, not fatal."""
+    try:
+        sub.nb = notebook.read(sub.path)
+    except notebook.NotebookError as exc:
+        sub.failed = str(exc)
+
+
+@step(needs=("nb",), gives=("job",))
+def plan_job(sub: Submission, run: Run) -> None:
+    """The cells to execute (matched against the release) and every case of every item."""
+    if sub.failed:
+        return
+    key = run.keys[sub.notebook.id]
+    cells = notebook.cells_to_run(sub.nb, run.releases.get(sub.notebook.id))
+    items = []
+    for item in sub.notebook.auto_items:
+        cases = [{"name": c["name"], "inputs": c["inputs"]} for c in key[item.id]["cases"]]
+        items.append({"key": item.id, "id": item.id, "notebook": sub.notebook.id, "cases": cases,
+                      "inject": key[item.id].get("inject", {})})
+    sub.job = {
+        "cells": [{"index": c.index, "source": c.source} for c in cells], "skip": [], "items": items,
+        "limits": reference.limits_dict(run.course), "hide": run.hide,
+    }
+
+
+@step(needs=("job",), gives=("raw",))
+def execute(sub: Submission, run: Run) -> None:
+    """Run the job in a sandbox (through a worker); only plain data comes back."""
+    if sub.failed:
+        return
+    sub.raw = run.execute_job(sub.job)
+    if "fatal" in sub.raw:
+        sub.failed = f"the grader could not run this notebook: {sub.raw['fatal']}"
+
+
+@step(needs=("raw",), gives=("result",))
+def judge(sub: Submission, run: Run) -> None:
+    """Compare every case with the key, name mistakes, and score each item."""
+    key = run.keys[sub.notebook.id]
+    raw_items = (sub.raw or {}).get("items", {})
+    items = []
+    for item in sub.notebook.auto_items:
+        ik = key[item.id]
+        raw = raw_items.get(item.id, {"status": "missing" if not sub.failed else "unreadable", "cases": {}})
+        share = item.points / max(1, len(ik["cases"]))
+        cases, message = [], ""
+        if sub.failed:
+            message = sub.failed
+        elif raw["status"] == "missing":
+            message = (f"{item.id} is not defined after running the notebook; keep the name and signature "
+                       f"of the exercise cell")
+            message += _cell_errors_note(sub.raw)
+        elif raw["status"] == "killed":
+            message = f"{item.id}: {raw['error']}"
+        if not message:
+            cases = compare.judge_item(item.id, ik, raw["cases"], share)
+        score = round(sum(c.score for c in cases), 6)
+        if cases and all(c.passed for c in cases):
+            score = item.points
+        mistakes = [c.mistake["name"] for c in cases if c.mistake]
+        items.append({
+            "id": item.id, "score": score, "max_score": item.points, "extra_credit": item.extra_credit,
+            "message": message, "mistake": max(set(mistakes), key=mistakes.count) if mistakes else None,
+            "cases": [c.__dict__ for c in cases],
+        })
+    for item in sub.notebook.items:
+        if item.manual:
+            items.append({"id": item.id, "score": 0.0, "max_score": item.points, "manual": True,
+                          "message": "graded by hand", "mistake": None, "cases": [],
+                          "extra_credit": item.extra_credit})
+    cells = [dict(c, index=int(i)) for i, c in (sub.raw or {}).get("cells", {}).items() if c["status"] != "ok"]
+    sub.result = {
+        "student_id": sub.student_id, "notebook_id": sub.notebook.id, "title": sub.notebook.title,
+        "status": "unreadable" if sub.failed else "graded", "message": sub.failed,
+        "seconds": round((sub.raw or {}).get("seconds", 0.0), 3), "items": items,
+        "cell_problems": sorted(cells, key=lambda c: c["index"]),
+        "sandbox": (sub.raw or {}).get("features", {}),
+    }
+
+
+@step(needs=("nb", "result"), gives=("manual",))
+def collect_manual(sub: Submission, run: Run) -> None:
+    """Collect the free-text answers for the instructor."""
+    ids = {i.id for i in sub.notebook.items if i.manual}
+    sub.result["manual"] = notebook.manual_answers(sub.nb, ids) if sub.nb is not None else {}
+
+
+PIPELINE = [read_submission, plan_job, execute, judge, collect_manual]
+
+
+def _cell_errors_note(raw) -> str:
+    bad = [(i, c) for i, c in (raw or {}).get("cells", {}).items() if c["status"] != "ok"]
+    if not bad:
+        return ""
+    index, cell = bad[0]
+    return f" (cell {int(index) + 1} failed: {cell['error']})"
+
+
+def discover(course: Course, submitted: Path) -> tuple[list[tuple[str, Notebook, Path]], list[str]]:
+    """Submissions in nbgrader's layout <student_id>/<week>/<notebook>.ipynb, and problems found."""
+    if not submitted.is_dir():
+        raise GradingError(f"{submitted}: no such folder; pass the folder that holds <student_id>/<week>/<notebook>.ipynb")
+    by_path = {nb.path: nb for nb in course.notebooks}
+    found, problems = [], []
+    for student_dir in sorted(p for p in submitted.iterdir() if p.is_dir()):
+        student = student_dir.name
+        if not STUDENT_ID.match(student):
+            problems.append(f"{student_dir}: student id {student!r} is not allowed (letters, digits, . _ @ + - only); skipped")
+            continue
+        for path in sorted(student_dir.glob("*/*.ipynb")):
+            rel = f"{path.parent.name}/{path.name}"
+            if path.is_symlink():
+                problems.append(f"{path}: a symbolic link; skipped")
+            elif rel in by_path:
+                found.append((student, by_path[rel], path))
+            elif ".ipynb_checkpoints" not in rel:
+                problems.append(f"{path}: not a notebook of this course{_did_you_mean(rel, by_path)}; skipped")
+    if not found:
+        raise GradingError(f"{submitted}: no submissions found in the layout <student_id>/<week>/<notebook>.ipynb")
+    return found, problems
+
+
+def grader_digest(keys_digest: str) -> str:
+    h = hashlib.sha256(keys_digest.encode())
+    for path in sorted((ROOT / "autograder").rglob("*.py")):
+        h.update(path.read_bytes())
+    return h.hexdigest()[:20]
+
+
+def grade_all(course: Course, submitted: Path, out: Path, workers: int = 0, progress=sys.stderr,
+              root: Path = ROOT) -> dict:
+    """Grade every submission into OUT; returns a summary. Raises GradingError for the instructor's mistakes."""
+    from . import report
+    from .worker import Pool
+
+    submitted, out = Path(submitted).resolve(), Path(out).resolve()
+    found, problems = discover(course, submitted)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GradingError(f"{out}: cannot create the output folder ({exc.strerror})") from None
+    n = workers or course.grading.workers or os.cpu_count() or 1
+    started = time.monotonic()
+    book = Gradebook(out / "gradebook.db")
+    hide = [str(root / "solutions"), str(root / "autograder" / "hidden"), str(root / ".cache"),
+            str(root / "course.yml"), str(submitted), str(out)]
+    notebooks = {nb.id: nb for _, nb, _ in found}
+    with Pool(min(n, max(1, len(found)))) as pool:
+        keys = {nb_id: reference.load_key(course, nb, pool.run, root) for nb_id, nb in notebooks.items()}
+        for nb_id, nb in notebooks.items():
+            _add_injections(course, nb, keys[nb_id], root)
+        releases = {nb_id: notebook.read(root / "weeks" / nb.path) for nb_id, nb in notebooks.items()
+                    if (root / "weeks" / nb.path).exists()}
+        digest = grader_digest("".join(reference.key_digest(course, nb, root) for nb in notebooks.values()))
+        run = Run(course, keys, releases, pool.run, hide, digest)
+        todo, skipped = [], 0
+        for student, nb, path in found:
+            sub = Submission(student, nb, path)
+            sub.digest = hashlib.sha256(path.read_bytes() + digest.encode()).hexdigest()
+            if book.digest(student, nb.id) == sub.digest:
+                skipped += 1
+            else:
+                todo.append(sub)
+        done = 0
+
+        def grade_one(sub: Submission) -> Submission:
+            for s in PIPELINE:
+                s(sub, run)
+            return sub
+
+        with ThreadPoolExecutor(max_workers=n) as threads:
+            for sub in threads.map(grade_one, todo):
+                book.record(sub.student_id, sub.notebook.id, sub.digest, sub.result)
+                done += 1
+                _progress(progress, done, len(todo), started)
+    report.write_outputs(course, book, out)
+    book.close()
+    return {"graded": len(todo), "unchanged": skipped, "problems": problems,
+            "seconds": time.monotonic() - started, "workers": n}
+
+
+def _add_injections(course: Course, nb: Notebook, key: dict, root: Path) -> None:
+    """Reference sources of the earlier items an item builds on (never of the item itself)."""
+    from .exercise import exercises
+
+    exs = exercises(nb.id)
+    for item in nb.auto_items:
+        needs = exs[item.id].needs
+        if not needs:
+            continue
+        sources = {}
+        for need in needs:
+            if need == item.id:
+                raise ConfigError(f"{nb.id}: item {item.id} cannot need itself")
+            owner, _ = course.item(need)
+            sources[need] = reference.solution_sources(owner, root)[need]
+        key[item.id]["inject"] = sources
+
+
+def _progress(stream, done: int, total: int, started: float) -> None:
+    if stream is None or total == 0:
+        return
+    elapsed = time.monotonic() - started
+    eta = elapsed / done * (total - done)
+    width = 30
+    bar = "#" * int(width * done / total)
+    stream.write(f"\rgrading [{bar:<{width}}] {done}/{total}  {elapsed:5.1f}s elapsed, ETA {eta:5.1f}s")
+    if done == total:
+        stream.write("\n")
+    stream.flush()

@@ -1,0 +1,327 @@
+"""The untrusted side: confine a forked process, then run a notebook and its cases in it.
+
+Everything in this module after `confine()` runs beside student code and is
+trusted by nobody: it only executes cells, calls the student's objects on the
+case inputs it was given, and writes plain-data events to one pipe. The worker
+(`autograder.worker`) reads those events, enforces the wall-time limits and
+kills the whole process tree when it is done.
+
+What `confine()` applies, each where the platform allows it (the result says
+which were in force):
+- its own session and process group; stdin from /dev/null; fds 1 and 2 to
+  /dev/null, Python's stdout/stderr into a capped buffer;
+- resource limits: address space, CPU seconds, file size, open files, no core
+  dumps, and (when it can drop to an unprivileged user) processes;
+- as root: new PID, network and mount namespaces (no network; the process tree
+  dies with its first process; a private /tmp; the course's secrets, the
+  submissions and the output folder hidden behind empty mounts), then it
+  drops to the `nobody` user.
+"""
+from __future__ import annotations
+
+import ctypes
+import io
+import os
+import random
+import resource
+import signal
+import sys
+import tempfile
+import traceback
+
+from . import wire
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 4096, 16384, 1 << 18
+NOBODY = 65534
+
+
+class CappedWriter(io.TextIOBase):
+    """A text stream that keeps at most `limit` characters and counts the rest."""
+
+    def __init__(self, limit: int):
+        self.limit, self.parts, self.size, self.dropped = limit, [], 0, 0
+
+    def writable(self):
+        return True
+
+    def write(self, s):
+        s = str(s)
+        room = self.limit - self.size
+        if room > 0:
+            self.parts.append(s[:room])
+            self.size += min(len(s), room)
+        self.dropped += max(0, len(s) - max(room, 0))
+        return len(s)
+
+    def text(self) -> str:
+        tail = f"\n[... {self.dropped} more characters of output dropped]" if self.dropped else ""
+        return "".join(self.parts) + tail
+
+
+def _libc():
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _unshare(flags: int) -> bool:
+    return _libc().unshare(flags) == 0
+
+
+def _mount(source: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> bool:
+    libc = _libc()
+    return libc.mount(
+        source.encode(), target.encode(), fstype.encode() if fstype else None, flags,
+        data.encode() if data else None,
+    ) == 0
+
+
+def confine(limits: dict, hide: list[str]) -> dict:
+    """Confine the current (freshly forked) process. Returns which protections hold.
+
+    When the PID namespace is available this forks once more: the parent stays
+    behind only to wait and exit with the child's status, and the child, the
+    first process of the new namespace, returns here and runs the student code.
+    """
+    os.setsid()
+    got = {"pid_namespace": False, "network": False, "mounts": False, "user": "same"}
+    if os.geteuid() == 0 and _unshare(CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWNS):
+        got["network"] = got["pid_namespace"] = True
+        pid = os.fork()
+        if pid:
+            # Trusted waiter: never runs student code; dies with the namespace.
+            _, status = os.waitpid(pid, 0)
+            os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+        got["mounts"] = _private_mounts(hide)
+    elif _unshare(CLONE_NEWNET):
+        got["network"] = True
+    workdir = tempfile.mkdtemp(prefix="submission-", dir="/tmp")
+    if os.geteuid() == 0:
+        os.chown(workdir, NOBODY, NOBODY)
+    os.chdir(workdir)
+    _set_limits(limits)
+    if os.geteuid() == 0:
+        os.setgroups([])
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+        got["user"] = "nobody"
+        resource.setrlimit(resource.RLIMIT_NPROC, (limits["processes"], limits["processes"]))
+    os.environ["HOME"] = workdir
+    os.environ["MPLCONFIGDIR"] = workdir
+    os.environ["TMPDIR"] = workdir
+    return got
+
+
+def _private_mounts(hide: list[str]) -> bool:
+    """Make mounts private, give the namespace its own /tmp, and hide each path in `hide`."""
+    if not _mount("none", "/", None, MS_REC | MS_PRIVATE):
+        return False
+    ok = True
+    for shared in ("/tmp", "/dev/shm", "/var/tmp"):
+        if os.path.isdir(shared):
+            ok &= _mount("tmpfs", shared, "tmpfs", MS_NOSUID | MS_NODEV, "size=512m,mode=1777")
+    ok &= _expose_python()
+    for path in hide:
+        if os.path.isdir(path):
+            ok &= _mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,mode=000")
+        elif os.path.exists(path):
+            ok &= _mount("/dev/null", path, None, MS_BIND)
+    return bool(ok)
+
+
+def _expose_python() -> bool:
+    """Let the unprivileged sandbox user read Python's own installation.
+
+    When the interpreter lives under a folder others cannot enter (pyenv in
+    /root), cover that folder with an empty tmpfs and bind back only the
+    interpreter's prefix, so lazy imports of the standard library still work
+    and nothing else in the folder is visible.
+    """
+    needed = {os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, sys.exec_prefix)}
+    blocked: dict[str, list[str]] = {}
+    for path in sorted(needed):
+        parts = path.split(os.sep)
+        for i in range(2, len(parts) + 1):
+            ancestor = os.sep.join(parts[:i]) or os.sep
+            if not os.stat(ancestor).st_mode & 0o001:
+                blocked.setdefault(ancestor, []).append(path)
+                break
+    ok = True
+    for ancestor, paths in blocked.items():
+        stages = []
+        for j, path in enumerate(paths):
+            stage = f"/tmp/.python-{j}"
+            os.mkdir(stage)
+            ok &= _mount(path, stage, None, MS_BIND | MS_REC)
+            stages.append((stage, path))
+        ok &= _mount("tmpfs", ancestor, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
+        for stage, path in stages:
+            os.makedirs(path, mode=0o755, exist_ok=True)
+            ok &= _mount(stage, path, None, MS_BIND | MS_REC)
+            _libc().umount2(stage.encode(), 2)  # MNT_DETACH
+            os.rmdir(stage)
+    return bool(ok)
+
+
+def _set_limits(limits: dict) -> None:
+    mb = 1024 * 1024
+    for res, value in (
+        (resource.RLIMIT_AS, limits["memory_mb"] * mb),
+        (resource.RLIMIT_CPU, int(limits["cpu_seconds"])),
+        (resource.RLIMIT_FSIZE, limits["file_mb"] * mb),
+        (resource.RLIMIT_CORE, 0),
+        (resource.RLIMIT_NOFILE, 256),
+    ):
+        resource.setrlimit(res, (value, value))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+def _redirect_fds(keep: int) -> None:
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    os.closerange(3, keep)
+    os.closerange(keep + 1, 4096)
+
+
+class Session:
+    """Runs one job's cells and items inside the sandbox, reporting events on `fd`."""
+
+    def __init__(self, fd: int, job: dict):
+        self.fd, self.job = fd, job
+
+    def send(self, event: dict) -> None:
+        wire.write_frame(self.fd, wire.encode(event))
+
+    def run(self) -> None:
+        job = self.job
+        out = CappedWriter(job["limits"]["output_kb"] * 1024)
+        sys.stdout = sys.stderr = out
+        _seed_everything()
+        ns = self._execute(job["cells"], set(job["skip"]))
+        for item in job["items"]:
+            self._grade_item(item, ns)
+        self.send({"ev": "done", "stdout": out.text()})
+
+    def _execute(self, cells: list[dict], skip: set[int]) -> dict:
+        from IPython.core.interactiveshell import InteractiveShell
+        from traitlets.config import Config
+
+        config = Config()
+        config.HistoryManager.enabled = False
+        config.InteractiveShell.colors = "nocolor"
+        shell = InteractiveShell(config=config)
+        shell.showtraceback = lambda *a, **k: None  # errors are reported as events, not printed
+        for cell in cells:
+            if cell["index"] in skip:
+                continue
+            self.send({"ev": "cell", "index": cell["index"], "status": "start"})
+            result = shell.run_cell(cell["source"], store_history=False)
+            error = result.error_before_exec or result.error_in_exec
+            self.send({
+                "ev": "cell", "index": cell["index"],
+                "status": "error" if error is not None else "ok",
+                "error": _describe_error(error) if error is not None else "",
+            })
+        return shell.user_ns
+
+    def _grade_item(self, item: dict, ns: dict) -> None:
+        from .exercise import exercises, hidden_module
+
+        key = item["key"]
+        self.send({"ev": "item", "key": key, "status": "start"})
+        exercise = exercises(item["notebook"])[item["id"]]
+        for name, source in item.get("inject", {}).items():
+            exec(compile(source, f"<reference {name}>", "exec"), ns)
+        variant = item.get("variant")
+        if variant:
+            # Trusted reference runs only: a known mistake stands in for the student's object.
+            mistakes = hidden_module(item["notebook"]).MISTAKES[item["id"]]
+            obj = next(m.impl for m in mistakes if m.name == variant)
+        elif item["id"] in ns:
+            obj = ns[item["id"]]
+        else:
+            self.send({"ev": "item", "key": key, "status": "missing"})
+            return
+        for case in item["cases"]:
+            event = {"ev": "case", "key": key, "case": case["name"], "outputs": None, "error": ""}
+            try:
+                outputs = exercise.run(obj, _fresh(case["inputs"]))
+                event["outputs"] = _plain_outputs(outputs)
+            except BaseException as exc:  # noqa: BLE001 - student code may raise anything, SystemExit included
+                event["error"] = _describe_error(exc)
+                event["error_type"] = _safe_type_name(exc)
+            self.send(event)
+        self.send({"ev": "item", "key": key, "status": "end"})
+
+
+def _plain_outputs(outputs) -> dict:
+    if type(outputs) is not dict:
+        raise wire.NotPlain("the case runner returned no outputs")
+    plain = {}
+    for key, value in outputs.items():
+        try:
+            plain[key] = wire.to_plain(value)
+        except wire.NotPlain as exc:
+            raise wire.NotPlain(f"{key} {exc}") from None
+    return plain
+
+
+def _fresh(inputs: dict) -> dict:
+    """A private copy of the case inputs, so a function that mutates them changes nothing else."""
+    import numpy as np
+
+    return {k: (np.array(v, copy=True) if isinstance(v, np.ndarray) else v) for k, v in inputs.items()}
+
+
+def _seed_everything() -> None:
+    import numpy as np
+    import torch
+
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+
+
+def _safe_type_name(exc: BaseException) -> str:
+    try:
+        return type(exc).__name__[:80]
+    except Exception:  # noqa: BLE001
+        return "Exception"
+
+
+def _describe_error(exc: BaseException) -> str:
+    """`Type: message` and the line of the student's code where it happened."""
+    name = _safe_type_name(exc)
+    try:
+        message = str(exc)[:300]
+    except Exception:  # noqa: BLE001
+        message = "(the exception's message could not be shown)"
+    where = ""
+    try:
+        frames = [f for f in traceback.extract_tb(exc.__traceback__)
+                  if not any(part in f.filename for part in ("autograder", "site-packages", "<frozen", "/lib/python3"))]
+        if frames:
+            last = frames[-1]
+            where = f" (line {last.lineno}: {(last.line or '').strip()[:100]})"
+    except Exception:  # noqa: BLE001
+        pass
+    return f"{name}: {message}{where}" if message else f"{name}{where}"
+
+
+def child_main(fd: int, job: dict) -> None:
+    """Entry point of a freshly forked sandbox process. Never returns."""
+    code = 0
+    try:
+        _redirect_fds(fd)
+        got = confine(job["limits"], job.get("hide", []))
+        session = Session(fd, job)
+        session.send({"ev": "sandbox", "features": got})
+        session.run()
+    except BaseException:  # noqa: BLE001
+        code = 70
+    finally:
+        os._exit(code)

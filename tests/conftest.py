@@ -1,0 +1,60 @@
+"""Shared fixtures: a course with short limits, and the demo class graded once per session."""
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "demo"))
+
+import students as demo_students  # noqa: E402
+
+from autograder.config import load_course  # noqa: E402
+
+FAST_LIMITS = {"cell_seconds": 8, "notebook_seconds": 60, "item_seconds": 4}
+
+
+def fast_course_file(tmp: Path) -> Path:
+    """course.yml with short time limits, so hostile submissions cost seconds, not minutes."""
+    data = yaml.safe_load((ROOT / "course.yml").read_text())
+    data["grading"]["limits"].update(FAST_LIMITS)
+    path = tmp / "course.yml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope="session")
+def course():
+    return load_course()
+
+
+@pytest.fixture(scope="session")
+def fast_course(tmp_path_factory):
+    return load_course(fast_course_file(tmp_path_factory.mktemp("course")))
+
+
+@pytest.fixture(scope="session")
+def demo_class(tmp_path_factory):
+    dest = tmp_path_factory.mktemp("submitted")
+    demo_students.write_class(dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def graded_demo(fast_course, demo_class, tmp_path_factory):
+    """The demo class graded once: (summary, output folder)."""
+    from autograder.grade import grade_all
+
+    out = tmp_path_factory.mktemp("out")
+    summary = grade_all(fast_course, demo_class, out, workers=2, progress=None)
+    return summary, out
+
+
+def copy_class(src: Path, dest: Path, students: list[str]) -> Path:
+    for s in students:
+        shutil.copytree(src / s, dest / s)
+    return dest
