@@ -48,7 +48,7 @@ def build(course: Course, root: Path = ROOT, only: list[str] | None = None, log=
     """Write weeks/ and autograder/public/; returns the files that changed."""
     from .worker import preload, run_job
 
-    stale = source.stale_sources(course, root)
+    stale = source.stale_sources(course, root, only)
     if stale:
         raise source.SourceError("\n".join(stale))
     preload()

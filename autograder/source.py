@@ -20,6 +20,8 @@ from .config import ROOT, Course, Notebook
 
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 CELL_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+REUSE_PREFIX = "reuse_"
+"""grade_id prefix of ungraded solution cells where students paste their code from earlier days."""
 
 
 class SourceError(ValueError):
@@ -58,7 +60,7 @@ def normalize(nb: nbformat.NotebookNode, course_nb: Notebook, where: str = "") -
             if grade:
                 item_id = grade_id[len("test_"):] if not solution and grade_id.startswith("test_") else grade_id
                 full["points"] = _points(course_nb, item_id, where)
-            else:
+            elif not grade_id.startswith(REUSE_PREFIX):
                 _points(course_nb, grade_id, where)
             meta["nbgrader"] = full
             cell_id = grade_id
@@ -97,10 +99,12 @@ def read_draft(path: Path) -> nbformat.NotebookNode:
     return nbformat.read(path, as_version=4)
 
 
-def stale_sources(course: Course, root: Path = ROOT) -> list[str]:
+def stale_sources(course: Course, root: Path = ROOT, only: list[str] | None = None) -> list[str]:
     """Source notebooks that are not in canonical form (empty when all are)."""
     stale = []
     for nb in course.notebooks:
+        if only and nb.id not in only:
+            continue
         path = source_path(nb, root)
         if not path.exists():
             stale.append(f"{path}: missing")
