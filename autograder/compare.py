@@ -138,12 +138,15 @@ def compare_outputs(expected: dict, got: dict, tolerance=None) -> list[str]:
     return problems
 
 
-def _matches(mistake_out: dict, got: dict, tolerance=None) -> bool:
-    """Whether the student's outputs equal a mistake's, NaN positions counting as either value.
+NAN_MODES = ("strict", "mistake_nan", "any_nan")
+"""How NaN positions count when matching a mistake, tried in this order: they must agree;
+the mistake's NaN matches anything; any NaN matches anything. A mistake shows up the same
+whether a student then zeroes, keeps or never produces the NaN rows it causes, but an
+exact match always wins."""
 
-    Lenient on NaN because a mistake shows up the same whether a student then
-    zeroes, keeps or never produces the NaN rows it causes.
-    """
+
+def _matches(mistake_out: dict, got: dict, tolerance=None, mode: str = "strict") -> bool:
+    """Whether the student's outputs equal a mistake's, NaN positions counting as `mode` says."""
     for name, value in mistake_out.items():
         if name not in got:
             return False
@@ -160,7 +163,14 @@ def _matches(mistake_out: dict, got: dict, tolerance=None) -> bool:
                 return False
             continue
         m, g = m_arr.astype(np.float64), g_arr.astype(np.float64)
-        known = ~(np.isnan(m) | np.isnan(g))
+        if mode == "strict":
+            if (np.isnan(m) != np.isnan(g)).any():
+                return False
+            known = ~np.isnan(m)
+        elif mode == "mistake_nan":
+            known = ~np.isnan(m)
+        else:
+            known = ~(np.isnan(m) | np.isnan(g))
         rtol, atol = tolerance or DEFAULT_TOLERANCE["float32"]
         with np.errstate(invalid="ignore"):
             close = np.isclose(g[known], m[known], rtol=rtol, atol=atol)
@@ -172,16 +182,18 @@ def _matches(mistake_out: dict, got: dict, tolerance=None) -> bool:
 def diagnose(case_key: dict, got: dict | None, error_type: str, mistakes: list[dict]) -> dict | None:
     """The first known mistake whose output on this case equals the student's."""
     tolerance = case_key.get("tolerance")
-    for m in mistakes:
-        out = case_key.get("mistakes", {}).get(m["name"])
-        if out is None:
-            continue
-        if "$error" in out:
-            if got is None and error_type == out["$error"]:
+    for mode in NAN_MODES:
+        for m in mistakes:
+            out = case_key.get("mistakes", {}).get(m["name"])
+            if out is None:
+                continue
+            if "$error" in out:
+                if got is None and error_type == out["$error"]:
+                    return m
+                continue
+            if (got is not None and compare_outputs(case_key["expected"], out, tolerance)
+                    and _matches(out, got, tolerance, mode)):
                 return m
-            continue
-        if got is not None and compare_outputs(case_key["expected"], out, tolerance) and _matches(out, got, tolerance):
-            return m
     return None
 
 

@@ -34,6 +34,8 @@ def load_students() -> dict[str, dict[str, dict[str, str]]]:
     course = load_course()
     students: dict[str, dict[str, dict[str, str]]] = {"ada_complete": {}, "ben_untouched": {}}
     for nb in course.notebooks:
+        if not (ROOT / "weeks" / nb.path).exists():
+            continue  # not built yet
         students["ada_complete"][nb.id] = {"*": "solution"}
         students["ben_untouched"][nb.id] = {}
         path = ROOT / "demo" / "classes" / f"{nb.id}.py"
@@ -88,6 +90,16 @@ def write_class(dest: Path, students=None) -> list[Path]:
 
 
 if __name__ == "__main__":
-    dest = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "demo" / "submitted"
-    paths = write_class(dest)
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dest", nargs="?", type=Path, default=ROOT / "demo" / "submitted")
+    parser.add_argument("--notebook", action="append", help="only these notebook ids")
+    args = parser.parse_args()
+    dest = args.dest
+    students = {
+        name: {nb: edits for nb, edits in nbs.items() if not args.notebook or nb in args.notebook}
+        for name, nbs in load_students().items()
+    }
+    paths = write_class(dest, {k: v for k, v in students.items() if v})
     print(f"wrote {len(paths)} notebooks of {len({p.relative_to(dest).parts[0] for p in paths})} students to {dest}")

@@ -58,3 +58,40 @@ def copy_class(src: Path, dest: Path, students: list[str]) -> Path:
     for s in students:
         shutil.copytree(src / s, dest / s)
     return dest
+
+
+@pytest.fixture(scope="session")
+def pool():
+    """Grading workers (fresh processes with torch imported), shared by the session."""
+    from autograder.worker import Pool
+
+    with Pool(1) as p:
+        yield p
+
+
+@pytest.fixture(scope="session")
+def keys(course, pool):
+    """The full answer key of every notebook, computed from solutions/ (cached on disk)."""
+    from autograder import reference
+
+    class Keys(dict):
+        def __missing__(self, nb_id):
+            self[nb_id] = reference.load_key(course, course.notebook(nb_id), pool.run)
+            return self[nb_id]
+
+    return Keys()
+
+
+def results_of(out: Path, student: str) -> dict:
+    """A student's results.json as {test name: test}."""
+    import json
+
+    data = json.loads((out / "results" / f"{student}.json").read_text())
+    return {t["name"]: t for t in data["tests"]}
+
+
+def gradebook_rows(out: Path) -> dict[str, dict[str, str]]:
+    import csv
+
+    with open(out / "gradebook.csv") as f:
+        return {row["student_id"]: row for row in csv.DictReader(f)}

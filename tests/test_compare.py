@@ -1,0 +1,101 @@
+"""Comparison and diagnosis: what fails, how it is described, and which mistake is named."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from autograder import compare
+from autograder.config import load_course
+from autograder.wire import Tensor
+
+NOTEBOOKS = load_course().notebooks
+
+
+def t(x, dtype="float64"):
+    return Tensor(np.asarray(x, dtype=dtype))
+
+
+def test_equal_within_tolerance_passes():
+    """Does a float32 result within float32 tolerance pass?"""
+    assert compare.compare_value("out", t([1.0, 2.0], "float32"), t([1.0 + 1e-6, 2.0], "float32")) == []
+
+
+def test_problem_lines_name_shape_dtype_nan_and_difference():
+    """Does a failure report shape, dtype, NaN count and the largest difference, each by output name?"""
+    assert "shape [3], expected [2]" in compare.compare_value("w", t([1, 2]), t([1, 2, 3]))[0]
+    dtype = compare.compare_value("w", t([1, 2]), t([1, 2], "float32"))
+    assert any("dtype float32, expected float64" in p and "keep the input dtype" in p for p in dtype)
+    nan = compare.compare_value("w", t([1, 2]), t([np.nan, 2]))
+    assert any("1 NaN values, expected 0" in p for p in nan)
+    diff = compare.compare_value("w", t([1, 2]), t([1, 2.5]))
+    assert any("largest difference 0.5" in p for p in diff)
+
+
+def test_numpy_where_tensor_expected_is_named():
+    """Is returning a numpy array where a tensor is expected explained?"""
+    assert "expected a torch tensor" in compare.compare_value("o", t([1.0]), np.array([1.0]))[0]
+
+
+def test_ints_are_exact_and_typed():
+    """Is an int result compared exactly, and a float where an int is expected refused?"""
+    assert compare.compare_value("n", 12, 12) == []
+    assert compare.compare_value("n", 12, 13)
+    assert "expected an int" in compare.compare_value("n", 12, 12.0)[0]
+
+
+def test_mistake_is_named_and_nan_is_a_wildcard():
+    """Is a mistake named when the outputs match it, even where the student zeroed its NaN rows?"""
+    key = {"name": "c", "public": True, "expected": {"w": t([[0.5, 0.5], [0.0, 0.0]])},
+           "mistakes": {"m": {"w": t([[1.0, 0.0], [np.nan, np.nan]])}}}
+    mistakes = [{"name": "m", "title": "a known slip", "hint": "fix it"}]
+    got = {"outputs": {"w": t([[1.0, 0.0], [0.0, 0.0]])}, "error": "", "error_type": ""}
+    result = compare.judge_case("x", key, got, mistakes, 1.0)
+    assert not result.passed and result.mistake["name"] == "m"
+    assert "Likely mistake: a known slip" in result.text()
+
+
+def test_error_mistake_needs_consistent_behaviour():
+    """Is an error-type mistake dropped when the student also fails where that mistake works?"""
+    ik = {"kind": "function", "choices": [], "mistakes": [{"name": "T", "title": "t", "hint": "h"}], "cases": [
+        {"name": "2d", "public": True, "expected": {"o": t([1.0])}, "mistakes": {"T": {"o": t([1.0])}}},
+        {"name": "3d", "public": True, "expected": {"o": t([2.0])}, "mistakes": {"T": {"$error": "RuntimeError"}}},
+    ]}
+    err = {"outputs": None, "error": "RuntimeError: boom", "error_type": "RuntimeError"}
+    fails_both = compare.judge_item("x", ik, {"2d": err, "3d": err}, 0.5)
+    assert fails_both[1].mistake is None
+    fails_batched = compare.judge_item("x", ik, {"2d": {"outputs": {"o": t([1.0])}, "error": ""}, "3d": err}, 0.5)
+    assert fails_batched[1].mistake["name"] == "T" and fails_batched[0].passed
+
+
+def _as_student(case, outputs):
+    if "$error" in outputs:
+        return {"outputs": None, "error": f"{outputs['$error']}: from the mistake", "error_type": outputs["$error"]}
+    return {"outputs": outputs, "error": "", "error_type": ""}
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda nb: nb.id)
+def test_every_known_mistake_loses_points_and_is_named(keys, nb):
+    """For every pitfall of every item: does a student making it lose points, with it named, publicly too?
+
+    The student's outputs are the mistake implementation's real outputs on every case.
+    """
+    key = keys[nb.id]
+    for item in nb.auto_items:
+        ik = key[item.id]
+        for m in ik["mistakes"]:
+            raw = {c["name"]: _as_student(c, c["mistakes"][m["name"]]) for c in ik["cases"] if m["name"] in c["mistakes"]}
+            results = compare.judge_item(item.id, ik, raw, item.points / len(ik["cases"]))
+            assert sum(r.score for r in results) < item.points - 1e-9, f"{item.id}/{m['name']} loses no points"
+            named = [r for r in results if r.mistake and r.mistake["name"] == m["name"]]
+            assert named, f"{item.id}/{m['name']} is never named (another mistake behaves identically?)"
+            assert any(r.public for r in named), f"{item.id}/{m['name']} is not named on any public case"
+            assert any(not r.public for r in named), f"{item.id}/{m['name']} is not named on any hidden case"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda nb: nb.id)
+def test_reference_passes_its_own_key(keys, nb):
+    """Does the reference, judged like a student, pass every case (so the tolerances are sane)?"""
+    for item in nb.auto_items:
+        ik = keys[nb.id][item.id]
+        raw = {c["name"]: {"outputs": c["expected"], "error": ""} for c in ik["cases"]}
+        assert all(r.passed for r in compare.judge_item(item.id, ik, raw, 1.0))
