@@ -29,6 +29,10 @@ class CaseResult:
     max_score: float
     problems: list[str] = field(default_factory=list)
     mistake: dict | None = None
+    samples: dict = field(default_factory=dict)
+    """For a failing public case: small slices of the student's and the expected outputs
+    ({name: {"got": nested list, "expected": nested list}}), for pictures in the feedback.
+    Never filled for hidden cases: their inputs and outputs are not shown."""
 
     def text(self) -> str:
         """The feedback for this case, as the student reads it."""
@@ -197,6 +201,25 @@ def diagnose(case_key: dict, got: dict | None, error_type: str, mistakes: list[d
     return None
 
 
+SAMPLE_LIMIT = 4096
+
+
+def _samples(expected: dict, got: dict) -> dict:
+    """The first 1-D or 2-D slice of each array output, student's and expected, when small enough."""
+    out = {}
+    for name, value in expected.items():
+        e, _ = _array(value)
+        g, _ = _array(got.get(name))
+        if e is None or g is None or e.shape != g.shape or e.ndim == 0:
+            continue
+        while e.ndim > 2:
+            e, g = e[0], g[0]
+        if e.size <= SAMPLE_LIMIT and e.dtype.kind in "fbiu" and g.dtype.kind in "fbiu":
+            out[name] = {"got": np.where(np.isfinite(g.astype(float)), g.astype(float), np.nan).tolist(),
+                         "expected": e.astype(float).tolist()}
+    return out
+
+
 def judge_item(item_id: str, item_key: dict, raw_cases: dict, share: float) -> list[CaseResult]:
     """Judge every case of an item, then keep only diagnoses consistent across all its cases.
 
@@ -241,6 +264,8 @@ def judge_case(item_id: str, case_key: dict, got: dict, mistakes: list[dict], sh
     result.problems = compare_outputs(case_key["expected"], outputs, case_key.get("tolerance"))
     if result.problems:
         result.mistake = diagnose(case_key, outputs, "", mistakes)
+        if case_key["public"]:
+            result.samples = _samples(case_key["expected"], outputs)
     else:
         result.passed, result.score = True, share
     return result

@@ -16,8 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import nbformat
-
 from . import compare, notebook, reference
 from .config import ROOT, ConfigError, Course, Notebook, _did_you_mean
 from .gradebook import Gradebook
@@ -37,7 +35,7 @@ class Submission:
     notebook: Notebook
     path: Path
     digest: str = ""
-    nb: nbformat.NotebookNode | None = None
+    nb: notebook.Notebook | None = None
     job: dict | None = None
     raw: dict | None = None
     result: dict = field(default_factory=dict)
@@ -51,7 +49,7 @@ class Run:
 
     course: Course
     keys: dict[str, dict]
-    releases: dict[str, nbformat.NotebookNode]
+    releases: dict[str, notebook.Notebook]
     execute_job: object
     hide: list[str]
     grader_digest: str
@@ -141,7 +139,8 @@ def judge(sub: Submission, run: Run) -> None:
     sub.result = {
         "student_id": sub.student_id, "notebook_id": sub.notebook.id, "title": sub.notebook.title,
         "status": "unreadable" if sub.failed else "graded", "message": sub.failed,
-        "seconds": round((sub.raw or {}).get("seconds", 0.0), 3), "items": items,
+        "seconds": round((sub.raw or {}).get("seconds", 0.0), 3), "peak_mb": (sub.raw or {}).get("peak_mb", 0.0),
+        "items": items,
         "cell_problems": sorted(cells, key=lambda c: c["index"]),
         "sandbox": (sub.raw or {}).get("features", {}),
     }
@@ -199,7 +198,7 @@ def grader_digest(keys_digest: str) -> str:
 def grade_all(course: Course, submitted: Path, out: Path, workers: int = 0, progress=sys.stderr,
               root: Path = ROOT) -> dict:
     """Grade every submission into OUT; returns a summary. Raises GradingError for the instructor's mistakes."""
-    from . import report
+    from . import classreport, report
     from .worker import Pool
 
     submitted, out = Path(submitted).resolve(), Path(out).resolve()
@@ -243,6 +242,8 @@ def grade_all(course: Course, submitted: Path, out: Path, workers: int = 0, prog
                 done += 1
                 _progress(progress, done, len(todo), started)
     report.write_outputs(course, book, out)
+    classreport.write_report(course, book, out, {"seconds": time.monotonic() - started, "graded": len(todo),
+                                                 "unchanged": skipped, "workers": n})
     book.close()
     return {"graded": len(todo), "unchanged": skipped, "problems": problems,
             "seconds": time.monotonic() - started, "workers": n}

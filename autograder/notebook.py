@@ -10,8 +10,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import nbformat
-
 MAX_NOTEBOOK_BYTES = 32 * 1024 * 1024
 DEMO_TAG = "demo"
 
@@ -28,8 +26,21 @@ class CodeCell:
     source: str
 
 
-def read(path: Path) -> nbformat.NotebookNode:
-    """Read a notebook, upgrading old formats, with a clear message when it cannot be."""
+class Notebook(dict):
+    """A notebook as plain JSON data (a dict), with `.cells` for convenience."""
+
+    @property
+    def cells(self) -> list[dict]:
+        return self["cells"]
+
+
+def read(path: Path) -> Notebook:
+    """Read a notebook, upgrading old formats, with a clear message when it cannot be.
+
+    Version 4 notebooks are parsed as JSON and checked for what grading needs
+    (nbformat's full schema validation is slow to import and stricter than
+    Jupyter itself); older versions are upgraded with nbformat.
+    """
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -56,16 +67,36 @@ def read(path: Path) -> nbformat.NotebookNode:
         ) from None
     if not isinstance(data, dict) or "cells" not in data and "worksheets" not in data:
         raise NotebookError(f"{path}: JSON but not a Jupyter notebook (no cells)")
+    if data.get("nbformat") != 4:
+        data = _upgrade(path, text)
+    cells = data.get("cells")
+    if not isinstance(cells, list) or not all(isinstance(c, dict) for c in cells):
+        raise NotebookError(f"{path}: the notebook's cells are malformed; save it from Jupyter again")
+    seen: set[str] = set()
+    for index, cell in enumerate(cells):
+        source = cell.get("source", "")
+        if isinstance(source, list) and all(isinstance(line, str) for line in source):
+            source = "".join(source)
+        if not isinstance(source, str):
+            raise NotebookError(f"{path}: cell {index + 1}'s source is not text")
+        cell["source"] = source
+        if not isinstance(cell.get("metadata", {}), dict):
+            cell["metadata"] = {}
+        cell_id = cell.get("id")
+        if not isinstance(cell_id, str) or cell_id in seen:
+            cell["id"] = f"cell-{index}"  # missing or duplicate ids: fall back to the position
+        seen.add(cell["id"])
+    return Notebook(data)
+
+
+def _upgrade(path: Path, text: str) -> dict:
+    import nbformat
+
     try:
-        nb = nbformat.reads(text, as_version=4)
+        return json.loads(nbformat.writes(nbformat.reads(text, as_version=4)))
     except Exception as exc:  # nbformat raises many kinds for malformed input
-        raise NotebookError(f"{path}: not a readable notebook ({type(exc).__name__}: {exc})") from None
-    for cell in nb.cells:
-        if isinstance(cell.get("source"), list):
-            cell["source"] = "".join(cell["source"])
-        if not isinstance(cell.get("source", ""), str):
-            raise NotebookError(f"{path}: a cell's source is not text")
-    return nb
+        raise NotebookError(f"{path}: an old or malformed notebook that cannot be upgraded "
+                            f"({type(exc).__name__}: {exc}); open and save it in a current Jupyter") from None
 
 
 def nbgrader_meta(cell) -> dict:
@@ -84,7 +115,7 @@ def is_demo_cell(cell) -> bool:
     return isinstance(tags, list) and DEMO_TAG in tags
 
 
-def cells_to_run(submitted: nbformat.NotebookNode, release: nbformat.NotebookNode | None) -> list[CodeCell]:
+def cells_to_run(submitted: Notebook, release: Notebook | None) -> list[CodeCell]:
     """The code cells a "Run All" would execute, less demos and test cells.
 
     A cell is skipped when it is a demo or test cell in the submission, or when
@@ -103,7 +134,7 @@ def cells_to_run(submitted: nbformat.NotebookNode, release: nbformat.NotebookNod
     return cells
 
 
-def manual_answers(nb: nbformat.NotebookNode, manual_ids: set[str]) -> dict[str, str]:
+def manual_answers(nb: Notebook, manual_ids: set[str]) -> dict[str, str]:
     """Text of the manually graded cells (free-text checkpoints), by grade_id."""
     out = {}
     for cell in nb.cells:

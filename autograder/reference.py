@@ -79,9 +79,9 @@ def solution_sources(nb: Notebook, root: Path = ROOT) -> dict[str, str]:
     """Source of each solution cell, by grade_id (used to inject reference pieces)."""
     source = notebook.read(root / "solutions" / nb.path)
     return {
-        notebook.nbgrader_meta(c)["grade_id"]: c.source
+        notebook.nbgrader_meta(c)["grade_id"]: c["source"]
         for c in source.cells
-        if c.cell_type == "code" and notebook.nbgrader_meta(c).get("solution")
+        if c.get("cell_type") == "code" and notebook.nbgrader_meta(c).get("solution")
     }
 
 

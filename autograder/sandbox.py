@@ -36,6 +36,8 @@ CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 4096, 16384, 1 << 18
 NOBODY = 65534
+RUNTIME_FAILED = 70
+"""Exit code when the grader's own code in the sandbox fails (usually because the student's code broke it)."""
 
 
 class CappedWriter(io.TextIOBase):
@@ -65,6 +67,14 @@ def _libc():
     return ctypes.CDLL(None, use_errno=True)
 
 
+def die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux only; best effort)."""
+    try:
+        _libc().prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _unshare(flags: int) -> bool:
     return _libc().unshare(flags) == 0
 
@@ -85,14 +95,19 @@ def confine(limits: dict, hide: list[str]) -> dict:
     first process of the new namespace, returns here and runs the student code.
     """
     os.setsid()
+    die_with_parent()
     got = {"pid_namespace": False, "network": False, "mounts": False, "user": "same"}
     if os.geteuid() == 0 and _unshare(CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWNS):
         got["network"] = got["pid_namespace"] = True
         pid = os.fork()
         if pid:
-            # Trusted waiter: never runs student code; dies with the namespace.
+            # Trusted waiter: never runs student code; ends as its child ended.
             _, status = os.waitpid(pid, 0)
+            if os.WIFSIGNALED(status):
+                signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+                os.kill(os.getpid(), os.WTERMSIG(status))
             os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+        die_with_parent()
         got["mounts"] = _private_mounts(hide)
     elif _unshare(CLONE_NEWNET):
         got["network"] = True
@@ -175,6 +190,8 @@ def _set_limits(limits: dict) -> None:
     ):
         resource.setrlimit(res, (value, value))
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def _redirect_fds(keep: int) -> None:
@@ -322,6 +339,6 @@ def child_main(fd: int, job: dict) -> None:
         session.send({"ev": "sandbox", "features": got})
         session.run()
     except BaseException:  # noqa: BLE001
-        code = 70
+        code = RUNTIME_FAILED
     finally:
         os._exit(code)

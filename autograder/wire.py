@@ -20,6 +20,7 @@ MAGIC = b"AGW1"
 MAX_MESSAGE = 256 * 1024 * 1024
 MAX_DEPTH = 8
 MAX_ELEMENTS = 10_000
+MAX_ARRAY_BYTES = 64 * 1024 * 1024
 DTYPES = {
     "float64", "float32", "float16", "int64", "int32", "int16", "int8", "uint8", "bool",
     "complex64", "complex128",
@@ -62,6 +63,7 @@ def to_plain(value, depth: int = 0):
     if t is np.ndarray:
         if str(value.dtype) not in DTYPES:
             raise NotPlain(f"is a numpy array of dtype {value.dtype}")
+        _check_size(value.nbytes)
         return np.array(value, copy=True, order="C")
     if t.__module__ == "numpy" and t.__name__ in ("float64", "float32", "int64", "int32", "bool_"):
         return value.item()
@@ -80,12 +82,18 @@ def to_plain(value, depth: int = 0):
         dtype = str(value.dtype).removeprefix("torch.")
         if dtype not in DTYPES:
             raise NotPlain(f"is a tensor of dtype {value.dtype}")
+        _check_size(torch.Tensor.numel(value) * torch.Tensor.element_size(value))
         data = torch.Tensor.detach(value)
         array = np.array(torch.Tensor.numpy(torch.Tensor.contiguous(data)), copy=True)
         return Tensor(array, bool(value.requires_grad))
     if torch is not None and isinstance(value, torch.Tensor):
         raise NotPlain(f"is a {t.__module__}.{t.__qualname__} (a subclass of torch.Tensor); return a plain torch.Tensor")
     raise NotPlain(f"is a {t.__module__}.{t.__qualname__}")
+
+
+def _check_size(nbytes: int) -> None:
+    if nbytes > MAX_ARRAY_BYTES:
+        raise NotPlain(f"is {nbytes / 2**20:.0f} MiB, far larger than any expected output")
 
 
 def _torch():

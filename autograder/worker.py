@@ -98,14 +98,27 @@ class _Child:
                     self.eof = True
 
     def kill(self) -> int | None:
-        """Kill the child's whole tree (its PID namespace or process group) and reap it."""
-        for target in (lambda: os.killpg(self.pid, signal.SIGKILL), lambda: os.kill(self.pid, signal.SIGKILL)):
+        """Kill the child's whole tree and reap it; remember its peak memory.
+
+        The sandbox's first process (the init of its PID namespace, a child of the
+        trusted waiter we forked) is found through /proc, not through anything the
+        sandbox says, and killed first: that ends every process in the namespace,
+        even one that left the process group or cleared its parent-death signal.
+        """
+        try:
+            with open(f"/proc/{self.pid}/task/{self.pid}/children") as f:
+                inner = [int(p) for p in f.read().split()]
+        except (OSError, ValueError):
+            inner = []
+        for target in [*(lambda p=p: os.kill(p, signal.SIGKILL) for p in inner),
+                       lambda: os.killpg(self.pid, signal.SIGKILL), lambda: os.kill(self.pid, signal.SIGKILL)]:
             try:
                 target()
             except (ProcessLookupError, PermissionError):
                 pass
         os.close(self.fd)
-        _, status = os.waitpid(self.pid, 0)
+        _, status, usage = os.wait4(self.pid, 0)
+        self.peak_mb = usage.ru_maxrss / 1024
         return status
 
 
@@ -119,7 +132,7 @@ def run_job(job: dict) -> dict:
     cells = {c["index"]: {"status": "not run", "error": ""} for c in job["cells"]}
     items = {it["key"]: {"status": "pending", "error": "", "cases": {}} for it in job["items"]}
     skip: set[int] = set()
-    stdout, features = "", {}
+    stdout, features, peak_mb = "", {}, 0.0
     started = time.monotonic()
     budget = limits["notebook_seconds"] + limits["item_seconds"] * max(1, len(job["items"])) * 2
     while True:
@@ -166,6 +179,7 @@ def run_job(job: dict) -> dict:
         else:
             kind = "dead"
         status = child.kill()
+        peak_mb = max(peak_mb, child.peak_mb)
         if finished:
             break
         reason = _reason(kind, status, limits, phase, event if kind == "garbled" else None)
@@ -187,7 +201,7 @@ def run_job(job: dict) -> dict:
             break
     return {
         "cells": {str(k): v for k, v in cells.items()}, "items": items, "stdout": stdout, "features": features,
-        "seconds": time.monotonic() - started,
+        "seconds": time.monotonic() - started, "peak_mb": round(peak_mb, 1),
     }
 
 
@@ -206,6 +220,11 @@ def _reason(kind: str, status: int | None, limits: dict, phase, detail) -> str:
             return "the process used up its CPU time"
         return f"the process crashed ({signal.Signals(sig).name})"
     code = os.waitstatus_to_exitcode(status) if status is not None else None
+    from .sandbox import RUNTIME_FAILED
+
+    if code == RUNTIME_FAILED:
+        return ("the grader's runtime in the sandbox failed here (does the code replace builtins, "
+                "sys or the grader's modules?)")
     return f"the process ended itself (exit code {code}) instead of returning"
 
 
@@ -221,6 +240,9 @@ def _read_exact(stream, n: int) -> bytes:
 
 def serve() -> None:
     """Read jobs from stdin and answer each on stdout, until stdin closes."""
+    from .sandbox import die_with_parent
+
+    die_with_parent()
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing else may write to the result stream
     preload()

@@ -87,6 +87,16 @@ def test_hostile_submission_is_contained(graded_demo):
         assert "SystemExit" in errors and "ended itself" in errors
 
 
+def test_patched_comparisons_gain_nothing(graded_demo):
+    """Does a wrong answer stay wrong when the notebook patches torch.allclose, numpy and the grader's own
+    comparison functions and prints a fake score (all of which fool a grader running in the student's kernel)?"""
+    _, out = graded_demo
+    row = gradebook_rows(out)["ivan_patcher"]
+    assert float(row["scaled_dot_product_attention"]) == 0
+    assert float(row["causal_mask"]) == 1 and float(row["padding_mask"]) == 1
+    assert "Total score: 8/8" not in (out / "results" / "ivan_patcher.json").read_text()
+
+
 def test_other_students_unaffected_and_grading_is_deterministic(fast_course, demo_class, graded_demo, tmp_path):
     """Is the complete student's result the same graded alone as beside the hostile one,
     and does grading the same class twice give identical results?"""

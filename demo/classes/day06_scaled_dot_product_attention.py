@@ -59,6 +59,24 @@ STUDENTS = {
         "    return torch.ones(size, size, device=device).tril(diagonal=-1).bool()\n"),
         "padding_mask": "def padding_mask(tokens, pad_id):\n    return (tokens != pad_id).unsqueeze(-1)\n"},
     "hal_hostile": dict(HOSTILE_CELLS, **{"*": "solution"}),
+    # A wrong answer dressed up: every comparison function it can reach says "equal".
+    "ivan_patcher": {
+        "*": "solution",
+        "scaled_dot_product_attention": (
+            "def scaled_dot_product_attention(query, key, value, mask=None):\n"
+            "    w = torch.zeros(*query.shape[:-1], key.shape[-2], dtype=query.dtype)\n"
+            "    return torch.zeros(*query.shape[:-1], value.shape[-1], dtype=query.dtype), w\n"),
+        "+patch": (
+            "import numpy as np, torch\n"
+            "import autograder.compare, autograder.wire\n"
+            "torch.allclose = lambda *a, **k: True\n"
+            "torch.Tensor.__eq__ = lambda self, other: torch.ones((), dtype=torch.bool)\n"
+            "np.allclose = lambda *a, **k: True\n"
+            "np.testing.assert_allclose = lambda *a, **k: None\n"
+            "autograder.compare.compare_value = lambda *a, **k: []\n"
+            "autograder.compare.judge_case = lambda *a, **k: None\n"
+            "print('scaled_dot_product_attention: PASS 17/17. Total score: 8/8')\n"),
+    },
 }
 
 

@@ -1,0 +1,50 @@
+"""The solution notebooks run top to bottom in a real Jupyter kernel running this project's interpreter."""
+from __future__ import annotations
+
+import json
+import sys
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from autograder.config import ROOT, load_course
+
+NOTEBOOKS = load_course().notebooks
+KERNEL = "attention-course-test"
+
+
+@pytest.fixture(scope="module")
+def kernel_env(tmp_path_factory, monkeypatch_module):
+    """A kernelspec that starts this interpreter (the project's venv), never a machine's python3."""
+    root = tmp_path_factory.mktemp("jupyter")
+    spec = root / "kernels" / KERNEL
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "course venv (tests)", "language": "python",
+    }))
+    monkeypatch_module.setenv("JUPYTER_PATH", str(root))
+    monkeypatch_module.setenv("MPLBACKEND", "Agg")
+    return root
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda nb: nb.id)
+def test_solution_notebook_runs_in_a_kernel(kernel_env, nb, tmp_path):
+    """Does every cell of the solution notebook, demos and checks included, run without error?"""
+    notebook = nbformat.read(ROOT / "solutions" / nb.path, as_version=4)
+    probe = nbformat.v4.new_code_cell("import sys; print(sys.executable)")
+    notebook.cells.insert(0, probe)
+    client = NotebookClient(notebook, kernel_name=KERNEL, timeout=300, allow_errors=False,
+                            resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    assert notebook.cells[0].outputs[0]["text"].strip() == sys.executable
+    passes = [o.get("text", "") + json.dumps(o.get("data", {})) for c in notebook.cells for o in c.get("outputs", [])]
+    assert any("PASS" in p for p in passes), "no check() reported PASS"

@@ -1,0 +1,158 @@
+"""Hostile submissions: each is contained, costs only its own item, and changes nothing outside.
+
+One class of students, one threat each (on top of a complete Days 6-7 notebook), is
+graded once in a real sandbox with short limits; each test reads its row.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from autograder.config import ROOT
+from autograder.grade import grade_all
+from conftest import gradebook_rows
+import students as demo_students
+
+D06 = "day06_scaled_dot_product_attention"
+MARK = f"agw-{uuid.uuid4().hex[:8]}"
+NAME = "agw" + MARK[-8:]  # a process name (at most 15 characters) that only this test's threats take
+SET_NAME = f"import ctypes\nctypes.CDLL(None).prctl(15, b'{NAME}')\n"
+ITEMS = {"scaled_dot_product_attention": 4, "causal_mask": 1, "padding_mask": 1, "attention_flops": 1, "quiz_sqrt_dk": 1}
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="namespaces, mounts and the user switch need root")
+
+# name: (edits, the item(s) that must get 0 or None, a phrase its message or a cell problem must contain)
+THREATS = {
+    "loop_in_function": ({"attention_flops": "def attention_flops(a, b, c, d):\n    while True:\n        pass\n"},
+                         "attention_flops", "wall time"),
+    "loop_at_top_level": ({"+x": "while True:\n    pass\n"}, None, "wall time"),
+    "memory_bomb": ({"+x": "hog = bytearray(10**11)\n"}, None, "MemoryError"),
+    "memory_bomb_in_function": ({"causal_mask": "def causal_mask(size, device=None):\n"
+                                 "    return [bytearray(2 * 10**9) for _ in range(10)]\n"}, "causal_mask", ""),
+    "process_bomb": ({"+x": SET_NAME + "import os, time\nfor _ in range(10000):\n    try:\n        if os.fork() == 0:\n"
+                      "            time.sleep(300)\n            os._exit(0)\n    except OSError:\n        break\n"}, None, ""),
+    "sys_exit": ({"+x": "import sys\nsys.exit(0)\n"}, None, "SystemExit"),
+    "os_exit_in_function": ({"causal_mask": "import os\ndef causal_mask(size, device=None):\n    os._exit(0)\n"},
+                            "causal_mask", "ended itself"),
+    "kill_parent_and_group": ({"+x": "import os, signal\nfor target in (os.getppid(), 0, -1):\n    try:\n"
+                               "        os.kill(target, signal.SIGKILL)\n    except OSError:\n        pass\n"
+                               "os.killpg(os.getpgid(0), signal.SIGKILL)\n"}, None, ""),
+    "escapes_group_and_sleeps": ({"+x": SET_NAME + "import ctypes, os, time\nctypes.CDLL(None).prctl(1, 0)\n"
+                                  "if os.fork() == 0:\n    os.setsid()\n    ctypes.CDLL(None).prctl(1, 0)\n"
+                                  "    time.sleep(600)\nos.setsid()\ntime.sleep(600)\n"}, None, "wall time"),
+    "ignores_sigterm": ({"+x": "import signal\nfor s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):\n"
+                         "    signal.signal(s, signal.SIG_IGN)\n",
+                         "attention_flops": "def attention_flops(a, b, c, d):\n    while True:\n        pass\n"},
+                        "attention_flops", "wall time"),
+    "segfault": ({"+x": "import ctypes\nctypes.string_at(0)\n"}, None, "SIGSEGV"),
+    "c_stack_overflow": ({"+x": "import sys\nsys.setrecursionlimit(10**8)\nnest = []\nfor _ in range(10**7):\n"
+                          "    nest = [nest]\nrepr(nest)\n"}, None, ""),
+    "reads_stdin": ({"+x": "answer = input('score? ')\n"}, None, "EOFError"),
+    "overrides_builtins": ({"+x": "import builtins\nbuiltins.len = lambda x: 0\nbuiltins.type = lambda *a: int\n"}, None, ""),
+    "nan_output": ({"attention_flops": "def attention_flops(a, b, c, d):\n    return float('nan')\n",
+                    "scaled_dot_product_attention": "def scaled_dot_product_attention(query, key, value, mask=None):\n"
+                    "    w = torch.full((*query.shape[:-1], key.shape[-2]), float('nan'), dtype=query.dtype)\n"
+                    "    return w @ value, w\n"}, ("scaled_dot_product_attention", "attention_flops"), "NaN values"),
+    "huge_output": ({"causal_mask": "def causal_mask(size, device=None):\n    return torch.ones(5000, 5000, dtype=torch.float64)\n"},
+                    "causal_mask", "larger than any expected output"),
+    "prints_100mb": ({"+x": "for _ in range(100):\n    print('x' * 2**20)\n"}, None, ""),
+    "reads_secrets": ({"+x": f"import glob\nfound = []\nfor p in ['{ROOT}/solutions', '{ROOT}/autograder/hidden', '{ROOT}/.cache']:\n"
+                       "    found += glob.glob(p + '/**/*', recursive=True)\n"
+                       f"seed = open('{ROOT}/course.yml').read()\n"
+                       "assert not found and 'hidden_seed' not in seed, 'secrets visible'\n"
+                       "open('/secrets-" + MARK + "', 'w')\n"}, None, "PermissionError"),
+    "writes_outside": ({"+x": f"import os\nfor p in ['{ROOT}/{MARK}', '/tmp/{MARK}', '/dev/shm/{MARK}', '/var/tmp/{MARK}']:\n"
+                        "    try:\n        open(p, 'w').write('x')\n    except OSError:\n        pass\n"
+                        f"open('{ROOT}/autograder/compare.py', 'a').write('# pwned')\n"}, None, ""),
+    "network": ({"+x": "import socket\nsocket.create_connection(('127.0.0.1', 22), timeout=2)\n"}, None, "Error"),
+}
+
+
+GUARDED = ["course.yml", "autograder/compare.py", "autograder/grade.py", f"solutions/week1/{D06}.ipynb",
+           f"weeks/week1/{D06}.ipynb", f"autograder/hidden/{D06}.py", f"autograder/public/{D06}.agw"]
+
+
+def tree_digest() -> str:
+    """A digest of the course files the threats try to read or write."""
+    h = hashlib.sha256()
+    for rel in GUARDED:
+        h.update(rel.encode() + (ROOT / rel).read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def hostile(fast_course, tmp_path_factory):
+    cls = tmp_path_factory.mktemp("hostile")
+    students = {name: {D06: dict(edits, **{"*": "solution"})} for name, (edits, _, _) in THREATS.items()}
+    students["zz_honest"] = {D06: {"*": "solution"}}
+    demo_students.write_class(cls, students)
+    out = tmp_path_factory.mktemp("hostile-out")
+    before = tree_digest()
+    summary = grade_all(fast_course, cls, out, workers=2, progress=None)
+    db = sqlite3.connect(out / "gradebook.db")
+    details = {s: json.loads(d) for s, d in db.execute("SELECT student_id, detail FROM submissions")}
+    integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
+    db.close()
+    return {"summary": summary, "rows": gradebook_rows(out), "details": details, "out": out,
+            "tree_changed": tree_digest() != before, "integrity": integrity}
+
+
+def _messages(detail: dict) -> str:
+    parts = [c["error"] for c in detail["cell_problems"]]
+    for item in detail["items"]:
+        parts.append(item["message"])
+        parts += [p for c in item["cases"] for p in c["problems"]]
+    return "\n".join(parts)
+
+
+@as_root
+@pytest.mark.parametrize("threat", list(THREATS))
+def test_threat_costs_only_its_item(hostile, threat):
+    """Does the threatened item get 0 with a clear reason, while every other item is still graded in full?"""
+    _, target, phrase = THREATS[threat]
+    targets = target if isinstance(target, tuple) else (target,)
+    row, detail = hostile["rows"][threat], hostile["details"][threat]
+    assert detail["status"] == "graded"
+    for item, points in ITEMS.items():
+        expected = 0 if item in targets else points
+        assert float(row[item]) == expected, f"{threat}: {item} scored {row[item]}\n{_messages(detail)}"
+    assert phrase in _messages(detail), _messages(detail)
+
+
+@as_root
+def test_honest_student_and_gradebook_untouched(hostile):
+    """Is the honest student in the same batch graded in full, and is the gradebook intact?"""
+    assert float(hostile["rows"]["zz_honest"]["total"]) == sum(ITEMS.values())
+    assert hostile["integrity"] == "ok"
+    assert hostile["summary"]["graded"] == len(THREATS) + 1
+
+
+@as_root
+def test_nothing_outside_the_sandbox_changed(hostile):
+    """Did no submission leave a file behind, change the course, or leave a process running?"""
+    assert not hostile["tree_changed"]
+    for path in (ROOT / MARK, f"/tmp/{MARK}", f"/dev/shm/{MARK}", f"/var/tmp/{MARK}", f"/secrets-{MARK}"):
+        assert not os.path.exists(path), path
+    time.sleep(0.5)
+    left = subprocess.run(["pgrep", NAME], capture_output=True, text=True).stdout.split()
+    assert left == [], f"processes of the hostile submissions still running: {left}"
+
+
+@as_root
+def test_sandbox_reports_its_protections(hostile):
+    """Does each result say which protections were in force (all of them, as root)?"""
+    features = hostile["details"]["zz_honest"]["sandbox"]
+    assert features == {"pid_namespace": True, "network": True, "mounts": True, "user": "nobody"}
+
+
+def test_printing_is_capped(hostile):
+    """Is 100 MB of printing cut to the configured output limit instead of filling memory or disk?"""
+    detail = hostile["details"]["prints_100mb"]
+    assert float(hostile["rows"]["prints_100mb"]["total"]) == sum(ITEMS.values())
+    assert len(json.dumps(detail)) < 2 * 2**20
