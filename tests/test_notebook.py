@@ -1,0 +1,134 @@
+"""Broken input: every malformed submission gets a clear message and costs nobody else anything."""
+from __future__ import annotations
+
+import copy
+import json
+
+import nbformat
+import pytest
+
+from autograder import notebook
+from autograder.config import ROOT
+from autograder.grade import grade_all
+from conftest import gradebook_rows, results_of
+import students as demo_students
+
+D06 = "day06_scaled_dot_product_attention"
+RELEASE = ROOT / "weeks" / "week1" / f"{D06}.ipynb"
+
+
+@pytest.mark.parametrize("content,phrase", [
+    (b"", "the file is empty"),
+    (b"\xff\xfe\x00garbage", "not UTF-8"),
+    (b'{"cells": [', "not valid notebook JSON (line 1"),
+    (b'{"hello": 1}', "not a Jupyter notebook"),
+    (b'{"nbformat": 4, "cells": [{"cell_type": "code", "source": 7}]}', "source is not text"),
+])
+def test_unreadable_notebooks_are_explained(tmp_path, content, phrase):
+    """Does each kind of unreadable file get a message naming the file and the problem?"""
+    path = tmp_path / "nb.ipynb"
+    path.write_bytes(content)
+    with pytest.raises(notebook.NotebookError) as err:
+        notebook.read(path)
+    assert phrase in str(err.value) and str(path) in str(err.value)
+
+
+def test_huge_notebook_is_refused(tmp_path, monkeypatch):
+    """Is a notebook over the size limit refused with advice to clear outputs, before it is parsed?"""
+    monkeypatch.setattr(notebook, "MAX_NOTEBOOK_BYTES", 1000)
+    path = tmp_path / "nb.ipynb"
+    path.write_text(json.dumps({"cells": [], "x": "y" * 2000}))
+    with pytest.raises(notebook.NotebookError, match="Clear Output"):
+        notebook.read(path)
+
+
+def test_old_format_is_upgraded(tmp_path):
+    """Is a version-3 notebook upgraded and read, with its code intact?"""
+    nb4 = nbformat.read(RELEASE, as_version=4)
+    path = tmp_path / "old.ipynb"
+    path.write_text(nbformat.writes(nbformat.convert(copy.deepcopy(nb4), 3)))
+    nb = notebook.read(path)
+    assert nb["nbformat"] == 4
+    assert [c["source"] for c in nb.cells if c["cell_type"] == "code"] == [c.source for c in nb4.cells if c.cell_type == "code"]
+
+
+def test_duplicate_and_missing_cell_ids_are_repaired(tmp_path):
+    """Do duplicate or missing cell ids fall back to positions instead of failing?"""
+    data = json.loads(RELEASE.read_text())
+    data["cells"][1]["id"] = data["cells"][0]["id"]
+    del data["cells"][2]["id"]
+    path = tmp_path / "nb.ipynb"
+    path.write_text(json.dumps(data))
+    ids = [c["id"] for c in notebook.read(path).cells]
+    assert len(ids) == len(set(ids))
+
+
+def test_test_and_demo_cells_are_skipped_even_when_edited():
+    """Are the release's test and demo cells skipped by id, even if a student strips their metadata?"""
+    release = notebook.read(RELEASE)
+    submitted = json.loads(json.dumps(release))
+    for cell in submitted["cells"]:
+        cell["metadata"] = {}
+        if cell["id"] == "test_causal_mask":
+            cell["source"] = "print('I passed')"
+    run = notebook.cells_to_run(notebook.Notebook(submitted), release)
+    sources = [c.source for c in run]
+    assert not any("check(" in s or "I passed" in s for s in sources)
+    assert not any("plt.show()" in s for s in sources)
+    assert any("def scaled_dot_product_attention" in s for s in sources)
+
+
+@pytest.fixture(scope="module")
+def broken_class(fast_course, tmp_path_factory):
+    """A class where most students broke their notebook in a different way, graded once."""
+    cls = tmp_path_factory.mktemp("broken")
+    demo_students.write_class(cls, {
+        "ok_student": {D06: {"*": "solution"}},
+        "renamed_function": {D06: {"*": "solution", "causal_mask": "def causal_masks(size, device=None):\n    return None\n"}},
+        "deleted_tests": {D06: {"*": "solution"}},
+        "edited_tests": {D06: {"*": "solution"}},
+        "old_format": {D06: {"*": "solution"}},
+        "duplicate_ids": {D06: {"*": "solution"}},
+        "syntax_error": {D06: {"*": "solution", "padding_mask": "def padding_mask(tokens, pad_id)\n    return tokens\n"}},
+    })
+    path = lambda s: cls / s / "week1" / f"{D06}.ipynb"  # noqa: E731
+    nb = json.loads(path("deleted_tests").read_text())
+    nb["cells"] = [c for c in nb["cells"] if not c["id"].startswith("test_")]
+    path("deleted_tests").write_text(json.dumps(nb))
+    nb = json.loads(path("edited_tests").read_text())
+    for c in nb["cells"]:
+        if c["id"].startswith("test_"):
+            c["source"] = "assert True  # all good"
+    path("edited_tests").write_text(json.dumps(nb))
+    nb4 = nbformat.read(path("old_format"), as_version=4)
+    path("old_format").write_text(nbformat.writes(nbformat.convert(nb4, 3)))
+    nb = json.loads(path("duplicate_ids").read_text())
+    for c in nb["cells"]:
+        c["id"] = "same"
+    path("duplicate_ids").write_text(json.dumps(nb))
+    for name, content in {"empty_file": b"", "not_utf8": b"\xff\xfe\xfa", "truncated": b'{"cells": [{"cell'}.items():
+        p = path(name)
+        p.parent.mkdir(parents=True)
+        p.write_bytes(content)
+    out = tmp_path_factory.mktemp("broken-out")
+    grade_all(fast_course, cls, out, workers=2, progress=None)
+    return out
+
+
+@pytest.mark.parametrize("student,total", [
+    ("ok_student", 8), ("deleted_tests", 8), ("edited_tests", 8), ("old_format", 8), ("duplicate_ids", 8),
+    ("renamed_function", 7), ("syntax_error", 7), ("empty_file", 0), ("not_utf8", 0), ("truncated", 0),
+])
+def test_broken_submissions_score_what_they_deserve(broken_class, student, total):
+    """Does each broken submission get exactly the points its working parts earn?"""
+    assert float(gradebook_rows(broken_class)[student]["total"]) == total
+
+
+def test_broken_submissions_are_explained(broken_class):
+    """Do the messages say what is wrong and what to do?"""
+    renamed = results_of(broken_class, "renamed_function")["causal_mask"]["output"]
+    assert "causal_mask is not defined" in renamed and "keep the name" in renamed
+    syntax = results_of(broken_class, "syntax_error")["padding_mask"]["output"]
+    assert "SyntaxError" in syntax
+    empty = json.loads((broken_class / "results" / "empty_file.json").read_text())
+    assert "the file is empty" in empty["output"]
