@@ -13,9 +13,9 @@ which were in force):
 - resource limits: address space, CPU seconds, file size, open files, no core
   dumps, and (when it can drop to an unprivileged user) processes;
 - as root: new PID, network and mount namespaces (no network; the process tree
-  dies with its first process; a private /tmp; the course's secrets, the
-  submissions and the output folder hidden behind empty mounts), then it
-  drops to the `nobody` user.
+  dies with its first process, the sandbox itself; a private /tmp; the course's
+  secrets, the submissions and the output folder hidden behind empty mounts),
+  then it drops to the `nobody` user.
 """
 from __future__ import annotations
 
@@ -87,27 +87,31 @@ def _mount(source: str, target: str, fstype: str | None, flags: int, data: str |
     ) == 0
 
 
-def confine(limits: dict, hide: list[str]) -> dict:
-    """Confine the current (freshly forked) process. Returns which protections hold.
+def new_pid_namespace_for_children() -> bool:
+    """Put the caller's next child in a new PID namespace, as its first process (root only).
 
-    When the PID namespace is available this forks once more: the parent stays
-    behind only to wait and exit with the child's status, and the child, the
-    first process of the new namespace, returns here and runs the student code.
+    Called by the worker before each fork: the sandbox is then the init of its own
+    namespace, so killing it ends every process it started, wherever they went.
     """
+    if os.geteuid() != 0:
+        return False
+    # A process may only unshare its PID namespace while its children still go to its own
+    # namespace: point them back there first (after the previous sandbox's namespace died).
+    fd = os.open("/proc/self/ns/pid", os.O_RDONLY)
+    try:
+        _libc().setns(fd, CLONE_NEWPID)
+    finally:
+        os.close(fd)
+    return _unshare(CLONE_NEWPID)
+
+
+def confine(limits: dict, hide: list[str], pid_namespace: bool = False) -> dict:
+    """Confine the current (freshly forked) process. Returns which protections hold."""
     os.setsid()
     die_with_parent()
-    got = {"pid_namespace": False, "network": False, "mounts": False, "user": "same"}
-    if os.geteuid() == 0 and _unshare(CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWNS):
-        got["network"] = got["pid_namespace"] = True
-        pid = os.fork()
-        if pid:
-            # Trusted waiter: never runs student code; ends as its child ended.
-            _, status = os.waitpid(pid, 0)
-            if os.WIFSIGNALED(status):
-                signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
-                os.kill(os.getpid(), os.WTERMSIG(status))
-            os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
-        die_with_parent()
+    got = {"pid_namespace": pid_namespace, "network": False, "mounts": False, "user": "same"}
+    if os.geteuid() == 0 and _unshare(CLONE_NEWNET | CLONE_NEWNS):
+        got["network"] = True
         got["mounts"] = _private_mounts(hide)
     elif _unshare(CLONE_NEWNET):
         got["network"] = True
@@ -203,6 +207,29 @@ def _redirect_fds(keep: int) -> None:
     os.closerange(keep + 1, 4096)
 
 
+_SHELL = None
+"""An IPython shell made by the worker before it forks, so each sandbox starts with one (never used there)."""
+
+
+def make_shell():
+    """A fresh IPython shell for executing notebook cells: no history, no colours, errors not printed."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    config = Config()
+    config.HistoryManager.enabled = False
+    config.InteractiveShell.colors = "nocolor"
+    shell = InteractiveShell(config=config)
+    shell.showtraceback = lambda *a, **k: None  # errors are reported as events, not printed
+    return shell
+
+
+def prepare_shell() -> None:
+    """Make the shell every forked sandbox will use (called once per worker, before any fork)."""
+    global _SHELL
+    _SHELL = make_shell()
+
+
 class Session:
     """Runs one job's cells and items inside the sandbox, reporting events on `fd`."""
 
@@ -223,14 +250,7 @@ class Session:
         self.send({"ev": "done", "stdout": out.text()})
 
     def _execute(self, cells: list[dict], skip: set[int]) -> dict:
-        from IPython.core.interactiveshell import InteractiveShell
-        from traitlets.config import Config
-
-        config = Config()
-        config.HistoryManager.enabled = False
-        config.InteractiveShell.colors = "nocolor"
-        shell = InteractiveShell(config=config)
-        shell.showtraceback = lambda *a, **k: None  # errors are reported as events, not printed
+        shell = _SHELL or make_shell()
         for cell in cells:
             if cell["index"] in skip:
                 continue
@@ -334,7 +354,7 @@ def child_main(fd: int, job: dict) -> None:
     code = 0
     try:
         _redirect_fds(fd)
-        got = confine(job["limits"], job.get("hide", []))
+        got = confine(job["limits"], job.get("hide", []), job.get("pid_namespace", False))
         session = Session(fd, job)
         session.send({"ev": "sandbox", "features": got})
         session.run()

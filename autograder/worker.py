@@ -38,8 +38,9 @@ def preload() -> None:
     import torch  # noqa: F401
     import torch.nn.functional  # noqa: F401
 
-    from . import config, exercise
+    from . import config, exercise, sandbox
 
+    sandbox.prepare_shell()
     for nb in config.load_course().notebooks:
         try:
             exercise.exercise_module(nb.id)
@@ -54,6 +55,7 @@ class _Child:
         from . import sandbox
 
         rfd, wfd = os.pipe()
+        job = dict(job, pid_namespace=sandbox.new_pid_namespace_for_children())
         pid = os.fork()
         if pid == 0:
             os.close(rfd)
@@ -100,18 +102,11 @@ class _Child:
     def kill(self) -> int | None:
         """Kill the child's whole tree and reap it; remember its peak memory.
 
-        The sandbox's first process (the init of its PID namespace, a child of the
-        trusted waiter we forked) is found through /proc, not through anything the
-        sandbox says, and killed first: that ends every process in the namespace,
-        even one that left the process group or cleared its parent-death signal.
+        With a PID namespace the child is its init, so killing it ends every
+        process in the namespace, even one that left the process group or
+        cleared its parent-death signal; without one, its process group is killed.
         """
-        try:
-            with open(f"/proc/{self.pid}/task/{self.pid}/children") as f:
-                inner = [int(p) for p in f.read().split()]
-        except (OSError, ValueError):
-            inner = []
-        for target in [*(lambda p=p: os.kill(p, signal.SIGKILL) for p in inner),
-                       lambda: os.killpg(self.pid, signal.SIGKILL), lambda: os.kill(self.pid, signal.SIGKILL)]:
+        for target in (lambda: os.kill(self.pid, signal.SIGKILL), lambda: os.killpg(self.pid, signal.SIGKILL)):
             try:
                 target()
             except (ProcessLookupError, PermissionError):

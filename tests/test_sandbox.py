@@ -45,7 +45,7 @@ THREATS = {
                                "os.killpg(os.getpgid(0), signal.SIGKILL)\n"}, None, ""),
     "escapes_group_and_sleeps": ({"+x": SET_NAME + "import ctypes, os, time\nctypes.CDLL(None).prctl(1, 0)\n"
                                   "if os.fork() == 0:\n    os.setsid()\n    ctypes.CDLL(None).prctl(1, 0)\n"
-                                  "    time.sleep(600)\nos.setsid()\ntime.sleep(600)\n"}, None, "wall time"),
+                                  "    time.sleep(600)\ntry:\n    os.setsid()\nexcept OSError:\n    pass\ntime.sleep(600)\n"}, None, "wall time"),
     "ignores_sigterm": ({"+x": "import signal\nfor s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):\n"
                          "    signal.signal(s, signal.SIG_IGN)\n",
                          "attention_flops": "def attention_flops(a, b, c, d):\n    while True:\n        pass\n"},
