@@ -25,5 +25,8 @@ test: $(STAMP)
 build: $(STAMP)
 	$(PY) -m autograder build
 
+bench: $(STAMP)
+	$(PY) bench/benchmark.py
+
 clean:
 	rm -rf demo/out demo/submitted .cache
