@@ -32,6 +32,9 @@ class CheckFailed(AssertionError):
 class CheckReport:
     """The result of `check` for one item; rich HTML in Jupyter, plain text elsewhere."""
 
+    SHOWN = 3
+    """Failing cases shown in full in the HTML; the rest are folded away."""
+
     def __init__(self, item_id: str, results: list[compare.CaseResult], message: str = ""):
         self.item_id, self.results, self.message = item_id, results, message
 
@@ -40,6 +43,7 @@ class CheckReport:
         return not self.message and all(r.passed for r in self.results)
 
     def text(self) -> str:
+        """Plain text for a terminal: no markup, no colour codes."""
         if self.message:
             return f"FAIL {self.item_id}: {self.message}"
         n_pass = sum(r.passed for r in self.results)
@@ -50,11 +54,41 @@ class CheckReport:
         return self.text()
 
     def _repr_html_(self) -> str:
+        """A compact card: a PASS/FAIL line, then each failing case's problems and the mistake it looks like."""
         import html
 
-        color = "#17702b" if self.passed else "#b3261e"
-        body = html.escape(self.text())
-        return f"<pre style='border-left:4px solid {color};padding:.4em .8em;white-space:pre-wrap'>{body}</pre>"
+        e = html.escape
+        ok = self.passed
+        color = "#17702b" if ok else "#b3261e"
+        box = (f"font-family:system-ui,sans-serif;font-size:13px;line-height:1.35;border-left:4px solid {color};"
+               "padding:.35em .8em;margin:.2em 0;background:#fafafa")
+        mono = "font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px"
+        badge = (f"<span style='background:{color};color:white;border-radius:3px;padding:0 .4em;"
+                 f"font-weight:600'>{'PASS' if ok else 'FAIL'}</span>")
+        name = f"<code style='{mono}'>{e(self.item_id)}</code>"
+        if self.message:
+            return f"<div style='{box}'>{badge} {name}: {e(self.message)}</div>"
+        n_pass = sum(r.passed for r in self.results)
+        parts = [f"<div style='{box}'>{badge} {name}: {n_pass} of {len(self.results)} public cases passed"]
+        failing = [r for r in self.results if not r.passed]
+        for i, r in enumerate(failing):
+            if i == self.SHOWN:
+                parts.append(f"<details><summary>{len(failing) - self.SHOWN} more failing case"
+                             f"{'s' if len(failing) - self.SHOWN != 1 else ''}</summary>")
+            note = f" <span style='color:#6b6b6b'>({e(r.note)})</span>" if r.note else ""
+            parts.append(f"<div style='margin-top:.45em'><b>case {e(r.case)}</b>{note}</div>")
+            parts.append(f"<pre style='{mono};margin:.15em 0;white-space:pre-wrap;background:none;padding:0'>"
+                         + e("\n".join(r.problems)) + "</pre>")
+            if r.mistake:
+                parts.append("<div style='background:#fff4e5;border-left:3px solid #f0a030;padding:.2em .6em'>"
+                             f"<b>Likely mistake:</b> {e(r.mistake['title'])}.<br>"
+                             f"<b>Hint:</b> {e(r.mistake['hint'])}.</div>")
+        if len(failing) > self.SHOWN:
+            parts.append("</details>")
+        if ok:
+            parts.append("<div style='color:#6b6b6b;font-size:12px'>The instructor also grades hidden cases.</div>")
+        parts.append("</div>")
+        return "".join(parts)
 
 
 def check(obj, item: str | None = None) -> CheckReport:
@@ -63,8 +97,8 @@ def check(obj, item: str | None = None) -> CheckReport:
     For a quiz, pass the id: `check(quiz_sqrt_dk, item="quiz_sqrt_dk")`.
     Raises CheckFailed (an AssertionError) when a case fails.
     """
-    from .exercise import StudentError, exercises
-    from .sandbox import _fresh, _plain_outputs, _safe_type_name
+    from .exercise import exercises
+    from .sandbox import _describe_error, _fresh, _plain_outputs, _safe_type_name
 
     item_id = item or getattr(obj, "__name__", None)
     if not isinstance(item_id, str):
@@ -78,10 +112,8 @@ def check(obj, item: str | None = None) -> CheckReport:
         got: dict = {"outputs": None, "error": "", "error_type": ""}
         try:
             got["outputs"] = _plain_outputs(ex.run(obj, _fresh(ck["inputs"])))
-        except StudentError as exc:
-            got.update(error=f"StudentError: {exc}", error_type="StudentError")
         except Exception as exc:  # noqa: BLE001 - the student's code may raise anything
-            got.update(error=f"{_safe_type_name(exc)}: {exc}", error_type=_safe_type_name(exc))
+            got.update(error=_describe_error(exc), error_type=_safe_type_name(exc))
         raw[ck["name"]] = got
     results = compare.judge_item(item_id, ik, raw, 1.0 / max(1, len(ik["cases"])))
     report = CheckReport(item_id, results)
@@ -117,13 +149,13 @@ def find_notebook(course, path: Path):
 def check_notebook(path: Path, as_json: bool = False, out=sys.stdout) -> int:
     """Execute a notebook in the sandbox and judge it on the public cases. Exit code 0 when all pass."""
     from . import grade, notebook
-    from .worker import preload, run_job
+    from .worker import run_job
 
     course = load_course()
     nb = find_notebook(course, path)
     release_path = ROOT / "weeks" / nb.path
     keys = {nb.id: reference.load_public(nb.id)}
-    preload()
+    # No preload: this process forks one sandbox, which imports only what the notebook imports.
     run = grade.Run(course, keys, {nb.id: notebook.read(release_path)} if release_path.exists() else {},
                     run_job, [], "")
     sub = grade.Submission("you", nb, path)
