@@ -14,8 +14,6 @@ import hashlib
 import re
 from pathlib import Path
 
-import nbformat
-
 from .config import ROOT, Course, Notebook
 
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
@@ -39,8 +37,10 @@ def _points(course_nb: Notebook, item_id: str, where: str) -> float:
     raise SourceError(f"{where}: cell grade_id {item_id!r} is not an item of {course_nb.id} in course.yml")
 
 
-def normalize(nb: nbformat.NotebookNode, course_nb: Notebook, where: str = "") -> nbformat.NotebookNode:
-    """Return `nb` in canonical stored form (see the module docstring)."""
+def normalize(nb, course_nb: Notebook, where: str = ""):
+    """Return `nb` (an nbformat notebook) in canonical stored form (see the module docstring)."""
+    import nbformat
+
     where = where or course_nb.id
     cells, seen = [], set()
     for index, cell in enumerate(nb.cells):
@@ -85,13 +85,17 @@ def normalize(nb: nbformat.NotebookNode, course_nb: Notebook, where: str = "") -
     return out
 
 
-def dumps(nb: nbformat.NotebookNode) -> str:
+def dumps(nb) -> str:
     """The stored text of a notebook (nbformat's own layout, one trailing newline)."""
+    import nbformat
+
     return nbformat.writes(nb) + "\n"
 
 
-def read_draft(path: Path) -> nbformat.NotebookNode:
+def read_draft(path: Path):
     """Read a source notebook, or a jupytext percent draft (.py)."""
+    import nbformat
+
     if path.suffix == ".py":
         import jupytext
 
@@ -101,6 +105,8 @@ def read_draft(path: Path) -> nbformat.NotebookNode:
 
 def stale_sources(course: Course, root: Path = ROOT, only: list[str] | None = None) -> list[str]:
     """Source notebooks that are not in canonical form (empty when all are)."""
+    import nbformat
+
     stale = []
     for nb in course.notebooks:
         if only and nb.id not in only:
