@@ -95,14 +95,20 @@ def new_pid_namespace_for_children() -> bool:
     """
     if os.geteuid() != 0:
         return False
-    # A process may only unshare its PID namespace while its children still go to its own
-    # namespace: point them back there first (after the previous sandbox's namespace died).
+    restore_pid_namespace()  # unshare only works while children still go to our own namespace
+    return _unshare(CLONE_NEWPID)
+
+
+def restore_pid_namespace() -> None:
+    """Send the caller's later children (and threads, which the kernel also places there) back to its own
+    PID namespace; called by the worker right after it forked a sandbox."""
+    if os.geteuid() != 0:
+        return
     fd = os.open("/proc/self/ns/pid", os.O_RDONLY)
     try:
         _libc().setns(fd, CLONE_NEWPID)
     finally:
         os.close(fd)
-    return _unshare(CLONE_NEWPID)
 
 
 def confine(limits: dict, hide: list[str], pid_namespace: bool = False) -> dict:
@@ -348,7 +354,7 @@ def _describe_error(exc: BaseException) -> str:
     where = ""
     try:
         frames = [f for f in traceback.extract_tb(exc.__traceback__)
-                  if not any(part in f.filename for part in ("autograder", "site-packages", "<frozen", "/lib/python3"))]
+                  if not any(part in f.filename for part in ("autograder", "site-packages", "<frozen", "/lib/python3", "<reference"))]
         if frames:
             last = frames[-1]
             where = f" (line {last.lineno}: {(last.line or '').strip()[:100]})"

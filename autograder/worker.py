@@ -60,6 +60,7 @@ class _Child:
         if pid == 0:
             os.close(rfd)
             sandbox.child_main(wfd, job)  # never returns
+        sandbox.restore_pid_namespace()
         os.close(wfd)
         self.pid, self.fd, self.buffer, self.eof = pid, rfd, b"", False
         self.stderr_bytes = 0
