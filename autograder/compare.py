@@ -223,24 +223,22 @@ def _samples(expected: dict, got: dict) -> dict:
 
 
 def judge_item(item_id: str, item_key: dict, raw_cases: dict, share: float) -> list[CaseResult]:
-    """Judge every case of an item, then keep only diagnoses consistent across all its cases.
+    """Judge every case of an item, naming only mistakes consistent across all its cases.
 
-    A mistake named on one case is dropped when, on another case, the student
-    raised where the mistake returns, or returned where the mistake raises.
+    A mistake is not considered when, on some case, the student raised where the
+    mistake returns, or returned where the mistake raises.
     """
-    choices = item_key["choices"] if item_key["kind"] == "quiz" else None
-    results = [judge_case(item_id, ck, raw_cases.get(ck["name"]), item_key["mistakes"], share, choices)
-               for ck in item_key["cases"]]
-    for r in results:
-        if r.mistake is None:
-            continue
+    def consistent(m: dict) -> bool:
         for ck in item_key["cases"]:
-            out = ck.get("mistakes", {}).get(r.mistake["name"])
+            out = ck.get("mistakes", {}).get(m["name"])
             got = raw_cases.get(ck["name"]) or {}
             if out is not None and ("$error" in out) != bool(got.get("error")):
-                r.mistake = None
-                break
-    return results
+                return False
+        return True
+
+    mistakes = [m for m in item_key["mistakes"] if consistent(m)]
+    choices = item_key["choices"] if item_key["kind"] == "quiz" else None
+    return [judge_case(item_id, ck, raw_cases.get(ck["name"]), mistakes, share, choices) for ck in item_key["cases"]]
 
 
 def judge_case(item_id: str, case_key: dict, got: dict, mistakes: list[dict], share: float,
@@ -257,7 +255,8 @@ def judge_case(item_id: str, case_key: dict, got: dict, mistakes: list[dict], sh
     outputs = got.get("outputs") or {}
     if quiz_choices is not None:
         answer = outputs.get("answer")
-        if type(answer) is not str or answer.strip().upper() not in quiz_choices:
+        allowed = [str(c).strip().upper() for c in quiz_choices]
+        if allowed and (type(answer) is not str or answer.strip().upper() not in allowed):
             result.problems.append(f"answer {describe(answer)} is not one of {', '.join(quiz_choices)}")
             return result
         if case_key["expected"] is None:  # a public quiz check: the form is right, the answer is graded later

@@ -99,3 +99,15 @@ def test_reference_passes_its_own_key(keys, nb):
         ik = keys[nb.id][item.id]
         raw = {c["name"]: {"outputs": c["expected"], "error": ""} for c in ik["cases"]}
         assert all(r.passed for r in compare.judge_item(item.id, ik, raw, 1.0))
+
+
+def test_dict_quiz_without_choices():
+    """Is a dict-valued quiz (no letter choices) judged by equality, and its public check by form only?"""
+    expected = {"translation": "encoder-decoder", "classification": "encoder-only"}
+    key = {"name": "answer", "public": False, "expected": {"answer": expected}, "mistakes": {}}
+    right = {"outputs": {"answer": dict(expected)}, "error": ""}
+    wrong = {"outputs": {"answer": dict(expected, classification="decoder-only")}, "error": ""}
+    assert compare.judge_case("quiz_x", key, right, [], 1.0, []).passed
+    assert not compare.judge_case("quiz_x", key, wrong, [], 1.0, []).passed
+    public = dict(key, public=True, expected=None)
+    assert compare.judge_case("quiz_x", public, wrong, [], 1.0, []).passed

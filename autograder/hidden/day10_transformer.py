@@ -1,0 +1,536 @@
+"""Days 10-12, instructor only: hidden cases, and the mistakes students make, as code.
+
+Never shipped to students. The module mistakes are complete drop-in modules
+(same constructor, same state_dict keys) built on this file's own reference
+attention, so that they run without the student's or the notebook's pieces.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from ..exercise import Case, Mistake
+from ..exercises.day10_transformer import (
+    count_case, decoder_inputs, ff_inputs, layer_inputs, ln_inputs, pe_case, transformer_inputs,
+)
+
+# ---------------------------------------------------------------- hidden cases
+
+
+def pe_hidden(rng):
+    return [
+        pe_case("1x2", 1, 2),
+        pe_case("100x64", 100, 64),
+        pe_case("1000x64", 1000, 64),
+        pe_case("24x512", 24, 512),
+        Case("odd-d_model-9", {"max_len": 12, "d_model": 9, "expect_error": True}),
+        Case("odd-d_model-1", {"max_len": 3, "d_model": 1, "expect_error": True}),
+    ]
+
+
+def ln_hidden(rng):
+    constant = ln_inputs(rng, (6, 10), "float64")
+    constant["x"][[1, 4]] = 2.5  # rows with zero variance: the output there is beta
+    return [
+        Case("4d-float64", ln_inputs(rng, (2, 2, 3, 8), "float64")),
+        Case("3d-float64", ln_inputs(rng, (3, 5, 6), "float64")),
+        Case("constant-rows-float64", constant),
+        Case("eps-0.1-float32", ln_inputs(rng, (3, 7, 16), "float32", eps=0.1)),
+        Case("tiny-variance-float32", ln_inputs(rng, (2, 3, 24), "float32", scale=0.005)),
+        Case("large-offset-3d-float32", ln_inputs(rng, (2, 3, 64), "float32", scale=2.0, offset=-5000.0),
+             tolerance=(1e-3, 1e-3)),
+    ]
+
+
+def ff_hidden(rng):
+    return [
+        Case("wide-float64", ff_inputs(rng, 3, 7, 32, 128, "float64", dropout=0.3)),
+        Case("one-position-float32", ff_inputs(rng, 2, 1, 16, 64, "float32")),
+        Case("narrow-d_ff-float64", ff_inputs(rng, 2, 4, 16, 8, "float64", dropout=0.0)),
+    ]
+
+
+def encoder_hidden(rng):
+    return [
+        Case("padded-float32", layer_inputs(rng, 2, 5, 32, 4, 64, "float32", lengths=[5, 2])),
+        Case("no-mask-float64", layer_inputs(rng, 3, 4, 16, 2, 32, "float64")),
+        Case("8-heads-float64", layer_inputs(rng, 2, 6, 32, 8, 32, "float64", lengths=[3, 6], dropout=0.0)),
+        Case("single-position-float64", layer_inputs(rng, 2, 1, 16, 2, 32, "float64", lengths=[1, 1])),
+        Case("all-real-float32", layer_inputs(rng, 1, 9, 16, 4, 16, "float32", lengths=[9])),
+        Case("padding-invariance-float32",
+             layer_inputs(rng, 2, 8, 32, 4, 64, "float32", lengths=[2, 6], check="padding")),
+    ]
+
+
+def decoder_hidden(rng):
+    # Property cases keep S != T: there the mistakes that only run when S == T raise, so the one a failing
+    # property really points to is the one named.
+    return [
+        Case("cross-lengths-float32",
+             decoder_inputs(rng, 2, 3, 8, 32, 4, 64, "float32", src_lengths=[8, 5], tgt_lengths=[3, 2])),
+        Case("same-lengths-8-heads-float64",
+             decoder_inputs(rng, 2, 5, 5, 32, 8, 48, "float64", src_lengths=[5, 3], tgt_lengths=[4, 5])),
+        Case("same-lengths-no-padding-float64", decoder_inputs(rng, 1, 3, 3, 16, 2, 32, "float64", src_lengths=[3])),
+        Case("same-lengths-7-float32",
+             decoder_inputs(rng, 2, 7, 7, 16, 4, 32, "float32", src_lengths=[4, 7], tgt_lengths=[7, 5])),
+        Case("one-target-position-float64", decoder_inputs(rng, 2, 1, 4, 16, 2, 32, "float64", src_lengths=[4, 2])),
+        Case("no-src-mask-float64", decoder_inputs(rng, 2, 4, 6, 16, 2, 32, "float64")),
+        Case("causality-float32",
+             decoder_inputs(rng, 2, 7, 5, 32, 4, 64, "float32", src_lengths=[5, 5], check="causal", split=2)),
+        Case("causality-first-position",
+             decoder_inputs(rng, 3, 5, 3, 16, 2, 32, "float64", src_lengths=[3, 3, 3], check="causal", split=1)),
+        Case("padding-invariance-float32",
+             decoder_inputs(rng, 3, 4, 6, 16, 4, 32, "float32", src_lengths=[6, 2, 4], check="padding")),
+    ]
+
+
+def transformer_hidden(rng):
+    return [
+        Case("one-layer-float32",
+             transformer_inputs(rng, 2, 6, 4, 16, 4, 1, 32, "float32", src_lengths=[6, 3], tgt_lengths=[4, 4])),
+        Case("two-layers-float64",
+             transformer_inputs(rng, 2, 5, 7, 16, 2, 2, 32, "float64", src_vocab=21, tgt_vocab=15,
+                                src_lengths=[3, 5], tgt_lengths=[7, 6])),
+        Case("same-lengths-float64",
+             transformer_inputs(rng, 3, 5, 5, 32, 4, 1, 64, "float64", src_lengths=[5, 2, 4],
+                                tgt_lengths=[5, 5, 3], max_len=None)),
+        Case("one-target-token-float64",
+             transformer_inputs(rng, 2, 4, 1, 16, 2, 1, 32, "float64", src_lengths=[4, 2])),
+        Case("causality-float32",
+             transformer_inputs(rng, 2, 5, 8, 16, 4, 1, 32, "float32", check="causal", split=2)),
+        Case("padding-invariance-float32",
+             transformer_inputs(rng, 3, 7, 4, 16, 2, 2, 32, "float32", src_lengths=[7, 2, 5], check="padding")),
+        Case("permutation-two-layers",
+             transformer_inputs(rng, 1, 8, 3, 16, 2, 2, 32, "float64", check="permutation")),
+        Case("whole-source-float32",
+             transformer_inputs(rng, 2, 5, 3, 16, 2, 2, 32, "float32", check="whole_source")),
+    ]
+
+
+HIDDEN_CASES = {
+    "sinusoidal_positional_encoding": pe_hidden,
+    "layer_norm": ln_hidden,
+    "PositionwiseFeedForward": ff_hidden,
+    "EncoderLayer": encoder_hidden,
+    "DecoderLayer": decoder_hidden,
+    "Transformer": transformer_hidden,
+    "transformer_parameter_count": lambda rng: [
+        count_case("tiny", 5, 7, 8, 1, 3, 8),
+        count_case("no-layers", 20, 30, 16, 4, 0, 64),
+        count_case("wide-feed-forward", 100, 120, 32, 4, 1, 256),
+        count_case("medium", 8000, 6000, 256, 8, 3, 1024),
+    ],
+    "quiz_architecture_for_task": lambda rng: [],
+}
+
+# ---------------------------------------------------------------- reference pieces the mistakes build on
+
+
+def _attention(query, key, value, mask=None):
+    scores = query @ key.transpose(-2, -1) / math.sqrt(query.size(-1))  # (..., Lq, Lk)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    if mask is not None:
+        weights = weights.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)
+    return weights @ value, weights
+
+
+class _MHA(nn.Module):
+    def __init__(self, d_model, num_heads, dropout=0.0, bias=True):
+        super().__init__()
+        self.h, self.d_k = num_heads, d_model // num_heads
+        self.W_q, self.W_k, self.W_v, self.W_o = (nn.Linear(d_model, d_model, bias=bias) for _ in range(4))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, query, key, value, mask=None):
+        B = query.size(0)
+        q, k, v = (W(t).view(B, -1, self.h, self.d_k).transpose(1, 2)  # (B, h, L, d_k)
+                   for W, t in ((self.W_q, query), (self.W_k, key), (self.W_v, value)))
+        if mask is not None and mask.dim() == 3:
+            mask = mask.unsqueeze(1)  # (B, 1, Lq, Lk)
+        out, weights = _attention(q, k, v, mask)
+        return self.W_o(out.transpose(1, 2).reshape(B, -1, self.h * self.d_k)), weights  # (B, Lq, D)
+
+
+def _feed_forward(activation="relu", relu_out=False):
+    class PositionwiseFeedForward(nn.Module):
+        def __init__(self, d_model, d_ff, dropout=0.1):
+            super().__init__()
+            self.linear1 = nn.Linear(d_model, d_ff)
+            self.linear2 = nn.Linear(d_ff, d_model)
+            self.dropout = nn.Dropout(dropout)
+
+        def forward(self, x):
+            h = self.linear1(x)
+            h = {"relu": torch.relu, "gelu": nn.functional.gelu, "none": lambda t: t}[activation](h)
+            y = self.linear2(self.dropout(h))
+            return torch.relu(y) if relu_out else y
+
+    return PositionwiseFeedForward
+
+
+_FF = _feed_forward()
+
+
+def _sublayer(self, x, norm, fn, mode):
+    """One residual sublayer, the paper's way (post) or with one deliberate deviation."""
+    if mode == "pre":
+        return x + self.dropout(fn(norm(x)))
+    if mode == "no_residual":
+        return norm(self.dropout(fn(x)))
+    if mode == "norm_inside":
+        return x + norm(self.dropout(fn(x)))
+    return norm(x + self.dropout(fn(x)))
+
+
+def _encoder_layer(mode="post", feed_forward=True, shared_norm=False, use_mask=True, causal=False):
+    class EncoderLayer(nn.Module):
+        def __init__(self, d_model, num_heads, d_ff, dropout=0.1):
+            super().__init__()
+            self.self_attn = _MHA(d_model, num_heads, dropout)
+            self.feed_forward = _FF(d_model, d_ff, dropout)
+            self.norm1 = nn.LayerNorm(d_model)
+            self.norm2 = nn.LayerNorm(d_model)
+            self.dropout = nn.Dropout(dropout)
+
+        def forward(self, x, src_mask=None):
+            mask = src_mask if use_mask else None
+            if causal:
+                future = torch.tril(torch.ones(x.size(1), x.size(1), dtype=torch.bool))
+                mask = future if mask is None else mask & future  # (B, L, L)
+            x = _sublayer(self, x, self.norm1, lambda h: self.self_attn(h, h, h, mask)[0], mode)
+            if feed_forward:
+                x = _sublayer(self, x, self.norm1 if shared_norm else self.norm2, self.feed_forward, mode)
+            return x
+
+    return EncoderLayer
+
+
+def _decoder_layer(mode="post", feed_forward=True, shared_norm=False, self_mask="tgt", cross="x_memory",
+                   cross_mask="src"):
+    class DecoderLayer(nn.Module):
+        def __init__(self, d_model, num_heads, d_ff, dropout=0.1):
+            super().__init__()
+            self.self_attn = _MHA(d_model, num_heads, dropout)
+            self.cross_attn = _MHA(d_model, num_heads, dropout)
+            self.feed_forward = _FF(d_model, d_ff, dropout)
+            self.norm1 = nn.LayerNorm(d_model)
+            self.norm2 = nn.LayerNorm(d_model)
+            self.norm3 = nn.LayerNorm(d_model)
+            self.dropout = nn.Dropout(dropout)
+
+        def forward(self, x, memory, src_mask=None, tgt_mask=None):
+            masks = {"src": src_mask, "tgt": tgt_mask, None: None}
+            m_self, m_cross = masks[self_mask], masks[cross_mask]
+            norm2 = self.norm1 if shared_norm else self.norm2
+            norm3 = self.norm1 if shared_norm else self.norm3
+            x = _sublayer(self, x, self.norm1, lambda h: self.self_attn(h, h, h, m_self)[0], mode)
+
+            def cross_attention(h):
+                if cross == "memory_x":  # queries from the encoder, keys and values from the decoder
+                    return self.cross_attn(memory, h, h, m_cross)[0]
+                return self.cross_attn(h, memory, memory, m_cross)[0]
+
+            x = _sublayer(self, x, norm2, cross_attention, mode)
+            if feed_forward:
+                x = _sublayer(self, x, norm3, self.feed_forward, mode)
+            return x
+
+    return DecoderLayer
+
+
+_EncoderLayer, _DecoderLayer = _encoder_layer(), _decoder_layer()
+
+
+def _pe(max_len, d_model):
+    pos = torch.arange(max_len, dtype=torch.float64)[:, None]
+    angle = pos / 10000 ** (torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)  # (L, d/2)
+    pe = torch.zeros(max_len, d_model, dtype=torch.float64)
+    pe[:, 0::2], pe[:, 1::2] = torch.sin(angle), torch.cos(angle)
+    return pe.float()
+
+
+def _transformer(scale="sqrt", pe="both", tgt_embedding="tgt", encoder_causal=False, decoder_self_mask=True,
+                 cross_mask="src", softmax_out=False, chain=True):
+    class Transformer(nn.Module):
+        def __init__(self, src_vocab_size, tgt_vocab_size, d_model=512, num_heads=8, num_layers=6, d_ff=2048,
+                     dropout=0.1, max_len=5000):
+            super().__init__()
+            self.d_model = d_model
+            self.src_embed = nn.Embedding(src_vocab_size, d_model)
+            self.tgt_embed = nn.Embedding(tgt_vocab_size, d_model)
+            self.register_buffer("positional_encoding", _pe(max_len, d_model), persistent=False)
+            self.encoder_layers = nn.ModuleList(
+                _EncoderLayer(d_model, num_heads, d_ff, dropout) for _ in range(num_layers))
+            self.decoder_layers = nn.ModuleList(
+                _DecoderLayer(d_model, num_heads, d_ff, dropout) for _ in range(num_layers))
+            self.generator = nn.Linear(d_model, tgt_vocab_size)
+            self.dropout = nn.Dropout(dropout)
+
+        def _embed(self, embedding, tokens, with_pe):
+            e = embedding(tokens)  # (B, L, D)
+            p = self.positional_encoding[: tokens.size(1)] if with_pe else 0.0
+            if scale == "after_pe":
+                return self.dropout((e + p) * math.sqrt(self.d_model))
+            factor = {"sqrt": math.sqrt(self.d_model), "none": 1.0, "d": float(self.d_model)}[scale]
+            return self.dropout(e * factor + p)
+
+        def encode(self, src, src_mask):
+            x = self._embed(self.src_embed, src, pe in ("both", "src_only"))
+            mask = src_mask
+            if encoder_causal:
+                mask = src_mask & torch.tril(torch.ones(src.size(1), src.size(1), dtype=torch.bool))
+            h = x
+            for layer in self.encoder_layers:
+                h = layer(h if chain else x, mask)
+            return h
+
+        def decode(self, tgt, memory, src_mask, tgt_mask):
+            embedding = self.tgt_embed if tgt_embedding == "tgt" else self.src_embed
+            x = self._embed(embedding, tgt, pe == "both")
+            cross = {"src": src_mask, "tgt": tgt_mask}[cross_mask]
+            for layer in self.decoder_layers:
+                x = layer(x, memory, cross, tgt_mask if decoder_self_mask else None)
+            return x
+
+        def forward(self, src, tgt, src_mask, tgt_mask):
+            logits = self.generator(self.decode(tgt, self.encode(src, src_mask), src_mask, tgt_mask))
+            return logits.softmax(-1) if softmax_out else logits
+
+    return Transformer
+
+
+# ---------------------------------------------------------------- the mistakes
+
+
+def _pe_mistake(kind):
+    def sinusoidal_positional_encoding(max_len, d_model):
+        if d_model % 2 and kind not in ("no_check_crash", "no_check_truncate"):
+            raise ValueError("d_model must be even")
+        pos = torch.arange(max_len, dtype=torch.float32)[:, None]  # (L, 1)
+        if kind == "from_one":
+            pos = pos + 1
+        two_i = torch.arange(0, d_model, 2, dtype=torch.float32)  # (ceil(d/2),)
+        exponent = two_i / 2 / d_model if kind == "i_over_d" else two_i / d_model
+        angle = pos / 10000.0 ** exponent  # (L, ceil(d/2))
+        if kind == "halves":
+            return torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1)
+        pe = torch.zeros(max_len, d_model)
+        if kind == "column_exponent":
+            odd_angle = pos / 10000.0 ** ((two_i + 1) / d_model)
+            pe[:, 0::2], pe[:, 1::2] = torch.sin(angle), torch.cos(odd_angle)
+            return pe
+        first, second = (torch.cos, torch.sin) if kind == "swapped" else (torch.sin, torch.cos)
+        pe[:, 0::2] = first(angle)
+        pe[:, 1::2] = second(angle[:, : d_model // 2] if kind == "no_check_truncate" else angle)
+        return pe.double() if kind == "float64" else pe
+
+    return sinusoidal_positional_encoding
+
+
+def _ln_mistake(kind):
+    def layer_norm(x, gamma, beta, eps=1e-5):
+        dims = {"batch_axis": 0, "dim1": 1, "all_axes": tuple(range(x.dim()))}.get(kind, -1)
+        mean = x.mean(dim=dims, keepdim=True)
+        if kind == "one_pass":
+            var = (x * x).mean(dim=dims, keepdim=True) - mean * mean
+        else:
+            var = x.var(dim=dims, keepdim=True, unbiased=kind == "unbiased")
+        if kind == "eps_outside":
+            y = (x - mean) / (var.sqrt() + eps)
+        elif kind == "no_eps":
+            y = (x - mean) / var.sqrt()
+        else:
+            y = (x - mean) / torch.sqrt(var + eps)
+        return y if kind == "no_affine" else gamma * y + beta
+
+    return layer_norm
+
+
+def _count_mistake(kind):
+    def transformer_parameter_count(src_vocab_size, tgt_vocab_size, d_model, num_heads, num_layers, d_ff):
+        d, bias = d_model, 0 if kind == "no_biases" else 1
+        attention = 4 * (d * d + bias * d)
+        if kind == "per_head":
+            attention = 4 * num_heads * d * d + 4 * d
+        ff = d * d_ff + bias * d_ff + d_ff * d + bias * d
+        norm = 0 if kind == "no_norms" else 2 * d
+        encoder = attention + ff + 2 * norm
+        decoder = (1 if kind == "no_cross" else 2) * attention + ff + (2 if kind == "no_cross" else 3) * norm
+        layers = 1 if kind == "layers_once" else num_layers
+        embed = src_vocab_size * d + (0 if kind == "shared_embeddings" else tgt_vocab_size * d)
+        generator = 0 if kind == "no_generator" else (0 if kind == "shared_embeddings" else tgt_vocab_size * d)
+        generator += 0 if kind == "no_generator" else bias * tgt_vocab_size
+        extra = 5000 * d if kind == "counts_buffer" else 0
+        return int(layers * (encoder + decoder) + embed + generator + extra)
+
+    return transformer_parameter_count
+
+
+MISTAKES = {
+    "sinusoidal_positional_encoding": [
+        Mistake("i_over_d", "the exponent is i/d instead of 2i/d",
+                "the pair (2i, 2i+1) uses the wavelength 10000**(2i/d_model): with torch.arange(0, d_model, 2) "
+                "as 2i, divide by d_model, do not halve it", _pe_mistake("i_over_d")),
+        Mistake("column_exponent", "each column uses its own index in the exponent",
+                "sin and cos of a pair share one frequency: column 2i+1 uses 10000**(2i/d_model), like column 2i",
+                _pe_mistake("column_exponent")),
+        Mistake("sin_cos_swapped", "sin and cos are swapped",
+                "even columns (0, 2, 4, ...) hold sin, odd columns hold cos", _pe_mistake("swapped")),
+        Mistake("concatenated_halves", "the sines and cosines are concatenated instead of interleaved",
+                "write sin to pe[:, 0::2] and cos to pe[:, 1::2] rather than torch.cat([sin, cos], -1)",
+                _pe_mistake("halves")),
+        Mistake("positions_from_one", "positions start at 1",
+                "the first position is 0: torch.arange(max_len), whose row 0 is sin 0 = 0, cos 0 = 1",
+                _pe_mistake("from_one")),
+        Mistake("float64", "the encoding is float64",
+                "return a float32 tensor (compute in float64 if you like, then .float())", _pe_mistake("float64")),
+        Mistake("no_value_error", "an odd d_model is not refused",
+                "check d_model % 2 first and raise ValueError: sin/cos pairs need an even width",
+                _pe_mistake("no_check_crash")),
+        Mistake("odd_width_truncated", "an odd d_model is not refused",
+                "check d_model % 2 first and raise ValueError: sin/cos pairs need an even width",
+                _pe_mistake("no_check_truncate")),
+    ],
+    "layer_norm": [
+        Mistake("unbiased_variance", "the variance is the unbiased one (divided by D-1)",
+                "layer norm divides by D: x.var(dim=-1, unbiased=False, keepdim=True), or "
+                "((x - mean)**2).mean(-1, keepdim=True); torch.var is unbiased by default", _ln_mistake("unbiased")),
+        Mistake("eps_outside_sqrt", "eps is added outside the square root",
+                "divide by torch.sqrt(var + eps), not by std + eps", _ln_mistake("eps_outside")),
+        Mistake("no_eps", "eps is not used", "divide by torch.sqrt(var + eps): eps keeps constant rows finite",
+                _ln_mistake("no_eps")),
+        Mistake("batch_axis", "the statistics are taken over the batch axis (that is batch norm)",
+                "layer norm normalises each position over its features: mean and var over dim=-1",
+                _ln_mistake("batch_axis")),
+        Mistake("dim_1", "the statistics are taken over dim=1",
+                "use dim=-1 with keepdim=True: dim=1 is the feature axis only for 2-D inputs", _ln_mistake("dim1")),
+        Mistake("whole_tensor", "the statistics are taken over the whole tensor",
+                "normalise over the last axis only: x.mean(dim=-1, keepdim=True)", _ln_mistake("all_axes")),
+        Mistake("one_pass_variance", "the variance is computed as E[x^2] - E[x]^2",
+                "that formula cancels catastrophically when the mean is large; use ((x - mean)**2).mean(-1)",
+                _ln_mistake("one_pass")),
+        Mistake("no_affine", "gamma and beta are not applied", "return gamma * x_hat + beta",
+                _ln_mistake("no_affine")),
+    ],
+    "PositionwiseFeedForward": [
+        Mistake("no_relu", "the ReLU is missing",
+                "apply torch.relu between the two linear layers: linear2(dropout(relu(linear1(x))))",
+                _feed_forward(activation="none")),
+        Mistake("relu_on_output", "a ReLU is applied to the output as well",
+                "only the hidden layer has a ReLU; the output of linear2 can be negative",
+                _feed_forward(relu_out=True)),
+        Mistake("gelu", "GELU is used instead of ReLU",
+                "the paper's feed-forward uses ReLU (max(0, x)); GELU came later (BERT, GPT)",
+                _feed_forward(activation="gelu")),
+    ],
+    "EncoderLayer": [
+        Mistake("pre_norm", "the layer is pre-norm (x + sublayer(norm(x)))",
+                "the paper's layer is post-norm: x = norm1(x + dropout(self_attn(x, x, x, mask)[0])), then "
+                "x = norm2(x + dropout(feed_forward(x)))", _encoder_layer(mode="pre")),
+        Mistake("no_residual", "the residual connections are missing",
+                "add the sublayer's input back before the norm: norm(x + dropout(sublayer(x)))",
+                _encoder_layer(mode="no_residual")),
+        Mistake("norm_inside_residual", "the norm is applied to the sublayer's output only",
+                "normalise the sum: norm(x + dropout(sublayer(x))), not x + norm(sublayer(x))",
+                _encoder_layer(mode="norm_inside")),
+        Mistake("no_feed_forward", "the feed-forward sublayer is missing",
+                "after the attention sublayer, apply x = norm2(x + dropout(feed_forward(x)))",
+                _encoder_layer(feed_forward=False)),
+        Mistake("shared_norm", "the same LayerNorm is used for both sublayers",
+                "each sublayer has its own norm: norm1 after attention, norm2 after the feed-forward",
+                _encoder_layer(shared_norm=True)),
+        Mistake("mask_ignored", "src_mask is not passed to the self-attention",
+                "call self.self_attn(x, x, x, src_mask) so that no position attends to padding",
+                _encoder_layer(use_mask=False)),
+        Mistake("causal_mask_in_encoder", "a causal mask is used in the encoder",
+                "the encoder sees the whole source: use src_mask only; causal masks belong to the decoder",
+                _encoder_layer(causal=True)),
+    ],
+    "DecoderLayer": [
+        Mistake("causal_mask_on_cross_attention", "the causal mask (tgt_mask) is applied to the cross-attention",
+                "cross-attention may look at every real source position: pass src_mask to cross_attn and "
+                "tgt_mask to self_attn", _decoder_layer(cross_mask="tgt")),
+        Mistake("cross_attention_swapped", "in the cross-attention, queries and keys are swapped",
+                "queries come from the decoder, keys and values from the encoder: cross_attn(x, memory, memory, "
+                "src_mask)", _decoder_layer(cross="memory_x")),
+        Mistake("masks_swapped", "src_mask and tgt_mask are swapped",
+                "self-attention uses tgt_mask (causal), cross-attention uses src_mask (source padding)",
+                _decoder_layer(self_mask="src", cross_mask="tgt")),
+        Mistake("self_attention_unmasked", "the self-attention has no mask",
+                "pass tgt_mask to self_attn, or each position sees the tokens after it",
+                _decoder_layer(self_mask=None)),
+        Mistake("cross_attention_unmasked", "the cross-attention has no mask",
+                "pass src_mask to cross_attn, so that no position reads the source's padding",
+                _decoder_layer(cross_mask=None)),
+        Mistake("pre_norm", "the layer is pre-norm (x + sublayer(norm(x)))",
+                "the paper's layer is post-norm: x = norm(x + dropout(sublayer(x))) for each of the three",
+                _decoder_layer(mode="pre")),
+        Mistake("no_residual", "the residual connections are missing",
+                "add the sublayer's input back before the norm: norm(x + dropout(sublayer(x)))",
+                _decoder_layer(mode="no_residual")),
+        Mistake("no_feed_forward", "the feed-forward sublayer is missing",
+                "after the cross-attention, apply x = norm3(x + dropout(feed_forward(x)))",
+                _decoder_layer(feed_forward=False)),
+        Mistake("shared_norm", "the same LayerNorm is used for every sublayer",
+                "each sublayer has its own norm: norm1, norm2, norm3", _decoder_layer(shared_norm=True)),
+    ],
+    "Transformer": [
+        Mistake("unscaled_embeddings", "the embeddings are not multiplied by sqrt(d_model)",
+                "x = embed(tokens) * math.sqrt(self.d_model) + positional_encoding[:L]", _transformer(scale="none")),
+        Mistake("scaled_by_d_model", "the embeddings are multiplied by d_model, not sqrt(d_model)",
+                "multiply by math.sqrt(self.d_model)", _transformer(scale="d")),
+        Mistake("scaled_after_adding_encoding", "the positional encoding is scaled together with the embeddings",
+                "scale the embeddings first, then add the encoding: embed(t) * sqrt(d_model) + pe[:L]",
+                _transformer(scale="after_pe")),
+        Mistake("no_positional_encoding", "the positional encoding is missing",
+                "add self.positional_encoding[:L] (L = sequence length) to the scaled embeddings in encode and "
+                "decode; without it the model cannot tell positions apart", _transformer(pe="none")),
+        Mistake("no_positional_encoding_in_decoder", "the decoder's input has no positional encoding",
+                "add self.positional_encoding[:T] to the scaled target embeddings too", _transformer(pe="src_only")),
+        Mistake("target_embedded_with_src_embed", "the target tokens are embedded with src_embed",
+                "decode uses self.tgt_embed", _transformer(tgt_embedding="src")),
+        Mistake("causal_mask_in_encoder", "a causal mask is used in the encoder",
+                "the encoder sees the whole source: pass src_mask to the encoder layers unchanged",
+                _transformer(encoder_causal=True)),
+        Mistake("encoder_layers_not_chained", "every encoder layer reads the embeddings",
+                "feed each layer the previous layer's output: for layer in self.encoder_layers: x = layer(x, src_mask)",
+                _transformer(chain=False)),
+        Mistake("causal_mask_on_cross_attention", "tgt_mask is passed where src_mask belongs",
+                "decoder layers take layer(x, memory, src_mask, tgt_mask): source mask first",
+                _transformer(cross_mask="tgt")),
+        Mistake("decoder_unmasked", "the decoder layers get no tgt_mask",
+                "pass tgt_mask to every decoder layer, or each position sees the tokens after it",
+                _transformer(decoder_self_mask=False)),
+        Mistake("softmax_output", "forward returns probabilities",
+                "return the generator's logits; the softmax belongs to the loss (or to decoding)",
+                _transformer(softmax_out=True)),
+    ],
+    "transformer_parameter_count": [
+        Mistake("no_biases", "the biases of the linear layers are not counted",
+                "every nn.Linear(n_in, n_out) has n_in*n_out + n_out parameters", _count_mistake("no_biases")),
+        Mistake("no_layer_norms", "the layer norms are not counted",
+                "each nn.LayerNorm(d_model) has 2*d_model parameters: 2 per encoder layer, 3 per decoder layer",
+                _count_mistake("no_norms")),
+        Mistake("no_cross_attention", "the decoder's cross-attention is not counted",
+                "a decoder layer has two attention blocks (self and cross) and three norms",
+                _count_mistake("no_cross")),
+        Mistake("no_generator", "the generator is not counted",
+                "add the output projection nn.Linear(d_model, tgt_vocab_size)", _count_mistake("no_generator")),
+        Mistake("shared_embeddings", "the embeddings and the generator are counted as one shared matrix",
+                "this course's Transformer has separate src_embed, tgt_embed and generator weights (the paper "
+                "shares them; that is part of why it says 65M)", _count_mistake("shared_embeddings")),
+        Mistake("per_head_projections", "the projections are counted once per head",
+                "W_q, W_k, W_v, W_o are d_model x d_model whatever the number of heads",
+                _count_mistake("per_head")),
+        Mistake("layers_once", "the layers are counted once, not num_layers times",
+                "multiply the encoder and decoder layers' parameters by num_layers", _count_mistake("layers_once")),
+        Mistake("counts_buffer", "the positional encoding is counted",
+                "the positional encoding is a buffer, not a parameter: it is computed, never trained",
+                _count_mistake("counts_buffer")),
+    ],
+    "quiz_architecture_for_task": [],
+}
