@@ -241,7 +241,7 @@ def grade_all(course: Course, submitted: Path, out: Path, workers: int = 0, prog
                 book.record(sub.student_id, sub.notebook.id, sub.digest, sub.result)
                 done += 1
                 _progress(progress, done, len(todo), started)
-    report.write_outputs(course, book, out)
+    report.write_outputs(course, book, out, jobs=n)
     classreport.write_report(course, book, out, {"seconds": time.monotonic() - started, "graded": len(todo),
                                                  "unchanged": skipped, "workers": n})
     book.close()

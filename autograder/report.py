@@ -63,11 +63,12 @@ def results_json(student_results: list[dict]) -> dict:
 
 
 
-def write_outputs(course: Course, book: Gradebook, out: Path) -> None:
+def write_outputs(course: Course, book: Gradebook, out: Path, jobs: int = 1) -> None:
     """gradebook.csv, results/<student>.json and feedback/<student>.html for every student.
 
     A feedback page whose content would not change (same results, same page code) is not drawn again,
-    so that grading a few new submissions does not redraw the pictures of the whole class.
+    so that grading a few new submissions does not redraw the pictures of the whole class. Pages to
+    draw are drawn by `jobs` processes at once (the pictures are most of the cost).
     """
     out = Path(out)
     items = course.item_ids
@@ -75,13 +76,28 @@ def write_outputs(course: Course, book: Gradebook, out: Path) -> None:
     book.export_csv(out / "gradebook.csv", items, extra)
     (out / "results").mkdir(exist_ok=True)
     (out / "feedback").mkdir(exist_ok=True)
+    pages = []
     for student in book.students():
         results = book.results(student)
         _write(out / "results" / f"{student}.json", json.dumps(results_json(results), indent=2))
         page = out / "feedback" / f"{student}.html"
         digest = _page_digest(course, student, results)
         if _stored_digest(page) != digest:
-            _write(page, feedback_html(course, student, results, digest))
+            pages.append((course, student, results, digest, page))
+    if jobs > 1 and len(pages) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(jobs, len(pages)), mp_context=multiprocessing.get_context("fork")) as pool:
+            list(pool.map(_draw_page, pages, chunksize=max(1, len(pages) // (4 * jobs))))
+    else:
+        for args in pages:
+            _draw_page(args)
+
+
+def _draw_page(args) -> None:
+    course, student, results, digest, page = args
+    _write(page, feedback_html(course, student, results, digest))
 
 
 def _write(path: Path, text: str) -> None:
