@@ -124,16 +124,13 @@ def check(obj, item: str | None = None) -> CheckReport:
 
 
 def _show(report: CheckReport) -> None:
-    try:
-        from IPython import get_ipython
+    """Rich output in Jupyter, plain text elsewhere (IPython is only consulted when already running)."""
+    ipython = sys.modules.get("IPython")
+    if ipython is not None and ipython.get_ipython() is not None:
+        from IPython.display import display
 
-        if get_ipython() is not None:
-            from IPython.display import display
-
-            display(report)
-            return
-    except ImportError:
-        pass
+        display(report)
+        return
     print(report.text())
 
 
