@@ -36,7 +36,9 @@ def preload() -> None:
     import matplotlib.pyplot  # noqa: F401
     import numpy  # noqa: F401
     import torch  # noqa: F401
+    import torch._dynamo  # noqa: F401  (the first optimizer step imports it: 1 s in every sandbox otherwise)
     import torch.nn.functional  # noqa: F401
+    import torch.optim  # noqa: F401
 
     from . import config, exercise, sandbox
 

@@ -111,3 +111,14 @@ def test_dict_quiz_without_choices():
     assert not compare.judge_case("quiz_x", key, wrong, [], 1.0, []).passed
     public = dict(key, public=True, expected=None)
     assert compare.judge_case("quiz_x", public, wrong, [], 1.0, []).passed
+
+
+def test_all_nan_mistake_is_no_evidence():
+    """Is a mistake whose output is all NaN kept from matching an unrelated failing output?"""
+    key = {"name": "c", "public": True, "expected": {"w": t([1.0, 2.0])},
+           "mistakes": {"nan": {"w": t([np.nan, np.nan])}}}
+    mistakes = [{"name": "nan", "title": "all NaN", "hint": "h"}]
+    unrelated = {"outputs": {"w": t([5.0, 7.0])}, "error": ""}
+    assert compare.judge_case("x", key, unrelated, mistakes, 1.0).mistake is None
+    same = {"outputs": {"w": t([np.nan, np.nan])}, "error": ""}
+    assert compare.judge_case("x", key, same, mistakes, 1.0).mistake["name"] == "nan"
