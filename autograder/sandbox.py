@@ -138,15 +138,35 @@ def confine(limits: dict, hide: list[str], pid_namespace: bool = False) -> dict:
     return got
 
 
+SHARED_TMP = ("/tmp", "/dev/shm", "/var/tmp")
+
+
 def _private_mounts(hide: list[str]) -> bool:
-    """Make mounts private, give the namespace its own /tmp, and hide each path in `hide`."""
+    """Make mounts private, give the namespace fresh temporary folders, and hide each path in `hide`.
+
+    What the sandbox must still read (Python's installation, the virtual
+    environment, this package) stays visible even when it lives under a folder
+    that gets covered (/tmp) or that others cannot enter (pyenv under /root).
+    """
     if not _mount("none", "/", None, MS_REC | MS_PRIVATE):
         return False
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    needed = sorted({os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, sys.exec_prefix, root)})
     ok = True
-    for shared in ("/tmp", "/dev/shm", "/var/tmp"):
+    for shared in SHARED_TMP:
         if os.path.isdir(shared):
-            ok &= _mount("tmpfs", shared, "tmpfs", MS_NOSUID | MS_NODEV, "size=512m,mode=1777")
-    ok &= _expose_python()
+            keep = [p for p in needed if p.startswith(shared + os.sep)]
+            ok &= _cover(shared, keep, "size=512m,mode=1777")
+    blocked: dict[str, list[str]] = {}
+    for path in needed:
+        parts = path.split(os.sep)
+        for i in range(2, len(parts) + 1):
+            ancestor = os.sep.join(parts[:i])
+            if not os.stat(ancestor).st_mode & 0o001:
+                blocked.setdefault(ancestor, []).append(path)
+                break
+    for ancestor, paths in blocked.items():
+        ok &= _cover(ancestor, paths, "size=1m,mode=755")
     for path in hide:
         if os.path.isdir(path):
             ok &= _mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,mode=000")
@@ -155,37 +175,17 @@ def _private_mounts(hide: list[str]) -> bool:
     return bool(ok)
 
 
-def _expose_python() -> bool:
-    """Let the unprivileged sandbox user read Python's own installation.
-
-    When the interpreter lives under a folder others cannot enter (pyenv in
-    /root), cover that folder with an empty tmpfs and bind back only the
-    interpreter's prefix, so lazy imports of the standard library still work
-    and nothing else in the folder is visible.
-    """
-    needed = {os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, sys.exec_prefix)}
-    blocked: dict[str, list[str]] = {}
-    for path in sorted(needed):
-        parts = path.split(os.sep)
-        for i in range(2, len(parts) + 1):
-            ancestor = os.sep.join(parts[:i]) or os.sep
-            if not os.stat(ancestor).st_mode & 0o001:
-                blocked.setdefault(ancestor, []).append(path)
-                break
-    ok = True
-    for ancestor, paths in blocked.items():
-        stages = []
-        for j, path in enumerate(paths):
-            stage = f"/tmp/.python-{j}"
-            os.mkdir(stage)
-            ok &= _mount(path, stage, None, MS_BIND | MS_REC)
-            stages.append((stage, path))
-        ok &= _mount("tmpfs", ancestor, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
-        for stage, path in stages:
+def _cover(folder: str, keep: list[str], options: str) -> bool:
+    """Mount an empty tmpfs on `folder`, then bind back the paths in `keep` (which lie under it)."""
+    handles = [(os.open(p, os.O_PATH), p) for p in keep]
+    try:
+        ok = _mount("tmpfs", folder, "tmpfs", MS_NOSUID | MS_NODEV, options)
+        for fd, path in handles:
             os.makedirs(path, mode=0o755, exist_ok=True)
-            ok &= _mount(stage, path, None, MS_BIND | MS_REC)
-            _libc().umount2(stage.encode(), 2)  # MNT_DETACH
-            os.rmdir(stage)
+            ok &= _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+    finally:
+        for fd, _ in handles:
+            os.close(fd)
     return bool(ok)
 
 

@@ -156,3 +156,26 @@ def test_printing_is_capped(hostile):
     detail = hostile["details"]["prints_100mb"]
     assert float(hostile["rows"]["prints_100mb"]["total"]) == sum(ITEMS.values())
     assert len(json.dumps(detail)) < 2 * 2**20
+
+
+@as_root
+def test_course_under_tmp_stays_visible_to_the_sandbox(tmp_path, demo_class):
+    """When the course itself lives under /tmp (which each sandbox covers with a fresh tmpfs), can the
+    sandbox still import the grader's modules and check a notebook?"""
+    import shutil
+    import sys
+
+    course = tmp_path / "course"
+    assert str(course).startswith("/tmp/")
+    for part in ("autograder", "solutions", "weeks"):
+        shutil.copytree(ROOT / part, course / part, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "course.yml", course / "course.yml")
+    probe = ("import os, autograder\n"
+             "assert os.path.exists(os.path.join(os.path.dirname(autograder.__file__), 'exercise.py')), 'package hidden'\n")
+    demo_students.write_class(tmp_path / "cls", {"probe": {D06: {"*": "solution", "+probe": probe}}})
+    notebook = tmp_path / "cls" / "probe" / "week1" / f"{D06}.ipynb"
+    res = subprocess.run([sys.executable, "-m", "autograder", "check", str(notebook), "--json"], cwd=course,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    result = json.loads(res.stdout)["result"]
+    assert result["cell_problems"] == [] and result["sandbox"]["mounts"]
