@@ -215,6 +215,7 @@ def probe_class():
     if _PROBE is not None:
         return _PROBE
     import torch
+    import torch.nn.functional as F
     from torch import nn
 
     def check_mask(mask, shape, what):
@@ -231,14 +232,9 @@ def probe_class():
                                f"(batch, queries, keys) = {list(shape)}") from None
 
     def mix(q, kv, mask, sharpness=1.0):
-        """Single-head attention without projections; fully masked rows give 0."""
-        scores = q @ kv.transpose(-2, -1) * (sharpness / math.sqrt(q.size(-1)))  # (B, Tq, Tk)
-        if mask is not None:
-            scores = scores.masked_fill(~mask, float("-inf"))
-        weights = torch.softmax(scores, dim=-1)
-        if mask is not None:
-            weights = weights.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)
-        return weights @ kv
+        """Single-head attention without projections (PyTorch's own; fully masked rows give 0)."""
+        scale = sharpness / math.sqrt(q.size(-1))
+        return F.scaled_dot_product_attention(q, kv, kv, attn_mask=mask, scale=scale)  # (B, Tq, d)
 
     class ProbeSeq2Seq(nn.Module):
         """A tiny encoder-decoder with known weights that records how it is called.
