@@ -1,4 +1,4 @@
-"""Command line: python -m autograder {build,normalize,check,grade}."""
+"""Command line: python -m autograder {build,normalize,check,grade,release,gradescope,import,manual,finalize}."""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 
 from .config import ConfigError, load_course
+from .reference import ReferenceError_
+from .source import SourceError
 
 
 def main(argv=None) -> int:
@@ -29,6 +31,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, required=True, help="output folder (gradebook, results, feedback)")
     p.add_argument("--workers", type=int, default=0, help="parallel workers (default: course.yml, else all cores)")
 
+    _add_integration_commands(sub)
+
     args = parser.parse_args(argv)
     try:
         course = load_course(args.course)
@@ -48,9 +52,14 @@ def main(argv=None) -> int:
             return check_notebook(args.notebook, as_json=args.json)
         elif args.command == "grade":
             return _grade(course, args)
+        elif args.command in INTEGRATION_COMMANDS:
+            return INTEGRATION_COMMANDS[args.command](course, args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (ReferenceError_, SourceError) as exc:
+        print(f"error in the course itself (not in a submission): {exc}", file=sys.stderr)
+        return 3
     return 0
 
 
@@ -94,6 +103,114 @@ def _grade(course, args) -> int:
           f"in {summary['seconds']:.1f}s with {summary['workers']} worker(s); "
           f"gradebook: {args.out / 'gradebook.csv'}")
     return 0
+
+
+def _add_integration_commands(sub) -> None:
+    """The commands that fit the course into other tools (nbgrader, Gradescope, GitHub Classroom, LMSs)."""
+    p = sub.add_parser("release", help="write the student repository (notebooks, checker, README, workflow) to OUT")
+    p.add_argument("out", type=Path)
+    p.add_argument("notebooks", nargs="*", help="notebook or week ids (default: all); earlier releases in OUT are kept")
+
+    p = sub.add_parser("gradescope", help="write a Gradescope autograder bundle (setup.sh, run_autograder)")
+    p.add_argument("out", type=Path, help="the .zip to write")
+    p.add_argument("notebooks", nargs="*", help="notebook or week ids this assignment grades (default: all)")
+
+    p = sub.add_parser("import", help="import an LMS download into SUBMITTED/<student>/<week>/<notebook>.ipynb")
+    p.add_argument("source", choices=["nbgrader", "canvas"], help="nbgrader: zip_collect-style names; canvas: "
+                   "Canvas's Download Submissions archive")
+    p.add_argument("archive", type=Path, help="the downloaded .zip (or a folder of its files)")
+    p.add_argument("--into", type=Path, required=True, help="the SUBMITTED folder to write")
+    p.add_argument("--pattern", help="nbgrader: file-name regular expression (default: nbgrader_config.py's)")
+    p.add_argument("--metadata", type=Path, help="canvas: submission times (the submissions API's JSON, or a "
+                   "CSV with user_id,submitted_at)")
+    p.add_argument("--roster", type=Path, help="canvas: a Canvas gradebook export, to name students by SIS login")
+
+    p = sub.add_parser("manual", help="export the free-text answers to OUT/manual/answers.csv and answers.html")
+    p.add_argument("out", type=Path, help="the grading output folder (holding gradebook.db)")
+
+    p = sub.add_parser("finalize", help="apply the late policy and the points entered by hand; write "
+                       "gradebook.csv and canvas.csv again")
+    p.add_argument("submitted", type=Path, help="the SUBMITTED folder that was graded (for timestamp.txt)")
+    p.add_argument("--out", type=Path, required=True, help="the grading output folder (holding gradebook.db)")
+    p.add_argument("--points", type=Path, help="answers.csv with points entered for the free-text answers")
+    p.add_argument("--roster", type=Path, help="a Canvas gradebook export, to fill canvas.csv's student columns")
+
+
+def _release(course, args) -> int:
+    from .release import ReleaseError, release
+
+    try:
+        release(course, args.out, args.notebooks or None)
+    except ReleaseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _gradescope(course, args) -> int:
+    from .gradescope import build_bundle
+    from .release import ReleaseError
+
+    try:
+        build_bundle(course, args.out, args.notebooks or None)
+    except ReleaseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _import(course, args) -> int:
+    from . import lms
+
+    try:
+        if args.source == "nbgrader":
+            report = lms.import_nbgrader(course, args.archive, args.into, args.pattern or lms.NBGRADER_PATTERN)
+        else:
+            report = lms.import_canvas(course, args.archive, args.into, args.metadata, args.roster)
+    except lms.ImportError_ as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(report.text())
+    return 0 if report.imported else 2
+
+
+def _manual(course, args) -> int:
+    from .gradebook import Gradebook
+    from .policy import export_manual
+
+    db = args.out / "gradebook.db"
+    if not db.exists():
+        print(f"error: {db}: no gradebook; run python -m autograder grade first", file=sys.stderr)
+        return 2
+    book = Gradebook(db)
+    try:
+        csv_path, html_path, n = export_manual(course, book, args.out)
+    finally:
+        book.close()
+    print(f"{n} free-text answer(s): enter points in {csv_path} (read them in {html_path}), then run "
+          f"python -m autograder finalize SUBMITTED --out {args.out} --points {csv_path}")
+    return 0
+
+
+def _finalize(course, args) -> int:
+    from .policy import PolicyError, finalize
+
+    try:
+        summary = finalize(course, args.submitted, args.out, args.points, args.roster)
+    except PolicyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for line in summary["late"]:
+        print(f"late: {line}")
+    for problem in summary["canvas_problems"]:
+        print(f"warning: {problem}", file=sys.stderr)
+    print(f"{summary['manual']} manual score(s) entered, {summary['cleared']} cleared; "
+          f"wrote {args.out / 'gradebook.csv'} and {args.out / 'canvas.csv'}")
+    return 0
+
+
+INTEGRATION_COMMANDS = {"release": _release, "gradescope": _gradescope, "import": _import, "manual": _manual,
+                        "finalize": _finalize}
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@ import dataclasses
 import difflib
 import os
 import re
+import types
 import typing
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
 
 import yaml
@@ -68,6 +70,9 @@ class Week:
     """Folder name, e.g. week1."""
     notebooks: tuple[Notebook, ...]
     """The week's notebooks."""
+    due: datetime | None = None
+    """Due date of the week's notebooks, with its UTC offset (2026-01-16T23:59:00+01:00, or ...Z for UTC).
+    None (the default): no deadline, nothing is late. Applied by `python -m autograder finalize`."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,25 @@ class Grading:
 
 
 @dataclass(frozen=True)
+class LatePolicy:
+    """How work handed in after its week's due date is scored (`python -m autograder finalize`).
+
+    Lateness is measured from the submission's timestamp (nbgrader's
+    timestamp.txt, or the LMS's submission time) to the week's `due`. The
+    defaults take nothing off.
+    """
+
+    grace_minutes: float = 0.0
+    """Minutes after the due date during which a submission still counts as on time."""
+    penalty_per_day: float = 0.0
+    """Fraction of the notebook's points taken off per started day late, past the grace period (0.1 = 10%)."""
+    max_penalty: float = 1.0
+    """The largest fraction taken off by penalty_per_day, however late (0.5 = never more than half)."""
+    zero_after_days: float = 0.0
+    """Work more than this many days late (past the grace period) scores 0; 0 means no such cut-off."""
+
+
+@dataclass(frozen=True)
 class Course:
     """The whole course."""
 
@@ -114,6 +138,8 @@ class Course:
     """Grader settings."""
     weeks: tuple[Week, ...]
     """Weeks, in teaching order."""
+    late: LatePolicy = field(default_factory=LatePolicy)
+    """Late policy (grace period and penalties); applies to weeks that have a `due` date."""
     source: Path = ROOT / "course.yml"
 
     @property
@@ -170,6 +196,13 @@ def _build(cls, data, where: str, path: Path):
 
 def _convert(hint, value, where: str, path: Path):
     origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        (inner,) = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _convert(inner, value, where, path)
+    if hint is datetime:
+        return _datetime(value, where, path)
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, where, path)
     if origin is tuple:
@@ -196,6 +229,23 @@ def _convert(hint, value, where: str, path: Path):
     raise TypeError(hint)
 
 
+def _datetime(value, where: str, path: Path) -> datetime:
+    """A date and time with its UTC offset, from YAML's own timestamp or an ISO 8601 string."""
+    example = "a date, a time and a UTC offset, e.g. 2026-01-16T23:59:00+01:00"
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ConfigError(f"{path}: {where} should be {example}; got {value!r}") from None
+    elif isinstance(value, date) and not isinstance(value, datetime):
+        raise ConfigError(f"{path}: {where} has no time of day; write {example}")
+    elif not isinstance(value, datetime):
+        raise ConfigError(f"{path}: {where} should be {example}; got {value!r}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ConfigError(f"{path}: {where} has no UTC offset, so its moment is ambiguous; write {example}")
+    return value
+
+
 def load_course(path: str | os.PathLike | None = None) -> Course:
     """Read and validate course.yml (default: the repository's own)."""
     path = Path(path) if path else ROOT / "course.yml"
@@ -206,6 +256,10 @@ def load_course(path: str | os.PathLike | None = None) -> Course:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     course = _build(Course, data, "course", path)
+    for name in ("penalty_per_day", "max_penalty"):
+        if getattr(course.late, name) > 1:
+            raise ConfigError(f"{path}: course.late.{name} is a fraction of the points, between 0 and 1; "
+                              f"got {getattr(course.late, name)!r}")
     weeks, seen = [], set()
     for week in course.weeks:
         nbs = []

@@ -67,7 +67,7 @@ def normalize(nb, course_nb: Notebook, where: str = ""):
         else:
             cell_id = cell.get("id", "")
             if not CELL_ID.match(cell_id or "") or cell_id in seen:
-                cell_id = "cell-" + hashlib.sha1(f"{index}:{source}".encode()).hexdigest()[:8]
+                cell_id = _content_id(cell.cell_type, source, seen)
         if cell_id in seen:
             raise SourceError(f"{where}: two cells have the id {cell_id!r}")
         seen.add(cell_id)
@@ -85,6 +85,16 @@ def normalize(nb, course_nb: Notebook, where: str = ""):
     return out
 
 
+def _content_id(cell_type: str, source: str, seen: set[str]) -> str:
+    """A cell id derived from the cell's content, so re-importing a draft keeps unchanged cells' ids."""
+    base = "cell-" + hashlib.sha1(f"{cell_type}:{source}".encode()).hexdigest()[:8]
+    cell_id, n = base, 1
+    while cell_id in seen:
+        n += 1
+        cell_id = f"{base}-{n}"
+    return cell_id
+
+
 def dumps(nb) -> str:
     """The stored text of a notebook (nbformat's own layout, one trailing newline)."""
     import nbformat
@@ -99,7 +109,10 @@ def read_draft(path: Path):
     if path.suffix == ".py":
         import jupytext
 
-        return jupytext.read(path, fmt="py:percent")
+        nb = jupytext.read(path, fmt="py:percent")
+        for cell in nb.cells:
+            cell.pop("id", None)  # jupytext's ids are random: normalize derives them from the content
+        return nb
     return nbformat.read(path, as_version=4)
 
 

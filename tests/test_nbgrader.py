@@ -1,0 +1,202 @@
+"""The repository is a working nbgrader course, and real nbgrader agrees with our build and our grader.
+
+`nbgrader generate_assignment` must reproduce weeks/ byte for byte, and
+`nbgrader autograde` (which runs the hidden-test regions in a Jupyter kernel)
+must pass exactly the items that `grade` gives full points. nbgrader is
+all-or-nothing per test cell while `grade` splits an item's points over its
+cases, so "the same points" means: for every auto-graded item, nbgrader gives
+the item's points exactly when `grade` gives it full points, and 0 otherwise.
+For a submission whose items are each all right or all wrong the totals are
+then equal.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from autograder import notebook as nbmod
+from autograder.config import ROOT, load_course
+
+COURSE = load_course()
+SOURCED = [nb for nb in COURSE.notebooks if (ROOT / "solutions" / nb.path).exists()]
+WEEKS = sorted({nb.week for nb in SOURCED})
+HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS\n(?P<body>.*?)### END HIDDEN TESTS", re.S)
+KERNEL = "attention-course"
+
+
+def nbgrader_env(jupyter_path: Path) -> dict:
+    """nbgrader with this interpreter: its scripts (alembic) on PATH, a kernelspec that runs sys.executable."""
+    spec = jupyter_path / "kernels" / KERNEL
+    spec.mkdir(parents=True, exist_ok=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "course venv (tests)", "language": "python",
+    }))
+    env = dict(os.environ)
+    env.update(JUPYTER_PATH=str(jupyter_path), MPLBACKEND="Agg", PYTHONPATH=str(ROOT),
+               PATH=os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", ""))
+    env.pop("ATTENTION_KERNEL", None)
+    return env
+
+
+def nbgrader(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=1800)
+    assert proc.returncode == 0, f"nbgrader {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def make_course(dest: Path, notebooks) -> Path:
+    """An nbgrader course folder: this repository's nbgrader_config.py and the given source notebooks."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "nbgrader_config.py", dest)
+    for nb in notebooks:
+        target = dest / "solutions" / nb.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / "solutions" / nb.path, target)
+    return dest
+
+
+def test_config_describes_this_repository():
+    """Does nbgrader_config.py make solutions/ the source, weeks/ the release and submitted/ the inbox, here?"""
+    from traitlets.config.loader import PyFileConfigLoader
+
+    from autograder.lms import NBGRADER_PATTERN
+
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(ROOT)).load_config()
+    course_dir = config.CourseDirectory
+    assert Path(course_dir.root) == ROOT
+    assert (course_dir.source_directory, course_dir.release_directory, course_dir.submitted_directory) == (
+        "solutions", "weeks", "submitted")
+    assert config.ExecutePreprocessor.kernel_name == KERNEL
+    assert config.FileNameCollectorPlugin.named_regexp == NBGRADER_PATTERN
+
+
+@pytest.mark.parametrize("nb", SOURCED, ids=lambda nb: nb.id)
+def test_every_test_cell_runs_the_hidden_cases(nb):
+    """Does each test cell of the source notebook start with a hidden region that runs check_all on its own item?
+
+    First, so that the reference versions of earlier pieces are in place before
+    the public check runs, as in the grader (see autograder/hidden_tests.py).
+    """
+    source = nbformat.read(ROOT / "solutions" / nb.path, as_version=4)
+    tests = {nbmod.nbgrader_meta(c)["grade_id"]: c.source for c in source.cells
+             if c.cell_type == "code" and nbmod.is_test_cell(c)}
+    assert tests, f"{nb.id} has no test cells"
+    for grade_id, text in tests.items():
+        item = grade_id.removeprefix("test_")
+        public = re.search(r"^check\((\w+(?:,\s*item=[\"']\w+[\"'])?)\)", text, re.M)
+        region = (f"### BEGIN HIDDEN TESTS\nfrom autograder.hidden_tests import check_all\n"
+                  f"check_all({public[1] if public else item})\n### END HIDDEN TESTS\n")
+        match = HIDDEN.search(text)
+        assert match and text.startswith("### BEGIN HIDDEN TESTS"), (
+            f"solutions/{nb.path}: test cell {grade_id} should start with\n{region}")
+        call = re.search(r"check_all\((\w+)(?:,\s*item=[\"'](\w+)[\"'])?\)", match["body"])
+        assert call and (call[2] or call[1]) == item, f"{grade_id}: the hidden region does not check {item}"
+
+
+@pytest.mark.parametrize("week", WEEKS)
+def test_generate_assignment_reproduces_weeks(week, tmp_path):
+    """Does real `nbgrader generate_assignment <week>` write exactly the committed weeks/ notebooks?"""
+    notebooks = [nb for nb in SOURCED if nb.week == week]
+    course = make_course(tmp_path / "course", notebooks)
+    nbgrader(["generate_assignment", week, "--force"], course, nbgrader_env(tmp_path / "jupyter"))
+    produced = sorted(p.name for p in (course / "weeks" / week).glob("*.ipynb"))
+    assert produced == sorted(f"{nb.id}.ipynb" for nb in notebooks)
+    for nb in notebooks:
+        ours = (ROOT / "weeks" / nb.path).read_bytes()
+        theirs = (course / "weeks" / nb.path).read_bytes()
+        assert theirs == ours, f"nbgrader's weeks/{nb.path} differs from ours: run python -m autograder build"
+
+
+def _students(nb) -> dict[str, dict]:
+    """All right, all wrong, and one realistic student (the first whose edits add no hostile cells)."""
+    sys.path.insert(0, str(ROOT / "demo"))
+    import students as demo
+
+    everyone = demo.load_students()
+    chosen = {name: everyone[name][nb.id] for name in ("ada_complete", "ben_untouched")}
+    for name in sorted(everyone):
+        edits = everyone[name].get(nb.id)
+        if name not in chosen and edits and not any(k.startswith("+") for k in edits):
+            chosen[name] = edits
+            break
+    return chosen
+
+
+@pytest.mark.parametrize("nb", SOURCED, ids=lambda nb: nb.id)
+def test_autograde_passes_the_items_grade_gives_full_points(nb, keys, tmp_path):
+    """Does `nbgrader autograde` give an item its points exactly when `python -m autograder grade` gives full points?"""
+    source = (ROOT / "solutions" / nb.path).read_text()
+    if "### BEGIN HIDDEN TESTS" not in source:
+        pytest.skip(f"{nb.id} has no hidden-test regions yet (see test_every_test_cell_runs_the_hidden_cases)")
+    sys.path.insert(0, str(ROOT / "demo"))
+    import students as demo
+
+    from autograder.gradebook import Gradebook
+    from autograder.grade import grade_all
+
+    keys[nb.id]  # the full key, computed once (the hidden regions read it from .cache/keys)
+    students = _students(nb)
+    course = make_course(tmp_path / "course", [nb])
+    env = nbgrader_env(tmp_path / "jupyter")
+    demo.write_class(course / "submitted", {s: {nb.id: edits} for s, edits in students.items()})
+    nbgrader(["generate_assignment", nb.week, "--force"], course, env)
+    started = time.monotonic()
+    nbgrader(["autograde", nb.week, "--create", "--force", "--notebook", nb.id], course, env)
+    print(f"nbgrader autograde: {(time.monotonic() - started) / len(students):.1f} s per notebook")
+
+    from nbgrader.api import Gradebook as NbgraderGradebook
+
+    theirs = {}
+    with NbgraderGradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        for student in students:
+            sub = gb.find_submission_notebook(nb.id, nb.week, student)
+            theirs[student] = {g.name.removeprefix("test_"): g.score for g in sub.grades if g.name.startswith("test_")}
+    grade_all(COURSE, course / "submitted", tmp_path / "out", workers=2, progress=None)
+    book = Gradebook(tmp_path / "out" / "gradebook.db")
+    ours = book.scores()
+    book.close()
+    outcomes = set()
+    for student in students:
+        for item in nb.auto_items:
+            full = ours[student][item.id] == item.points
+            outcomes.add(full)
+            assert theirs[student][item.id] == (item.points if full else 0), (
+                f"{student} {item.id}: nbgrader {theirs[student][item.id]}, grade {ours[student][item.id]} "
+                f"of {item.points}")
+    assert outcomes == {True, False}, "the submissions should include both passing and failing items"
+    for student in ("ada_complete", "ben_untouched"):
+        assert sum(theirs[student].values()) == sum(ours[student][i.id] for i in nb.auto_items)
+
+
+def test_check_all_raises_when_a_hidden_case_fails(keys):
+    """Does check_all fail a wrong function and a wrong quiz letter (which the public check cannot judge) and pass right ones?"""
+    from autograder.hidden_tests import HiddenTestFailed, check_all
+
+    nb = COURSE.notebook("day06_scaled_dot_product_attention")
+    keys[nb.id]
+    namespace: dict = {}
+    exec("import torch\n"
+         "def attention_flops(n_queries, n_keys, d_k, d_v):\n"
+         "    return 2 * n_queries * n_keys * d_k + 2 * n_queries * n_keys * d_v\n"
+         "def wrong(n_queries, n_keys, d_k, d_v):\n"
+         "    return 4 * n_queries * n_keys * d_k\n", namespace)
+    check_all(namespace["attention_flops"])
+    wrong = namespace["wrong"]
+    wrong.__name__ = "attention_flops"
+    with pytest.raises(HiddenTestFailed) as err:
+        check_all(wrong)
+    assert "attention_flops" in err.value.text and "hidden" in err.value.text
+    with pytest.raises(HiddenTestFailed):
+        check_all("A", item="quiz_sqrt_dk")
+    check_all("B", item="quiz_sqrt_dk")
