@@ -87,7 +87,8 @@ def nbgrader_course(work: Path, cls: Path) -> Path:
 
 def bench_nbgrader(work: Path, cls: Path, weeks: list[str]) -> float:
     course = nbgrader_course(work, cls)
-    env = dict(os.environ, JUPYTER_PATH=str(work / "jupyter"), MPLBACKEND="Agg")
+    env = dict(os.environ, JUPYTER_PATH=str(work / "jupyter"), MPLBACKEND="Agg",
+               PATH=f"{Path(PY).parent}{os.pathsep}{os.environ.get('PATH', '')}")  # nbgrader runs `alembic`
     nbgrader = [PY, "-m", "nbgrader"]
     for week in weeks:
         subprocess.run(nbgrader + ["generate_assignment", week, "--force"], check=True, capture_output=True,
