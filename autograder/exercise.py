@@ -112,3 +112,25 @@ def expect_tuple(result, names: tuple[str, ...]):
         what = type(result).__name__ if type(result) not in (tuple, list) else f"a {type(result).__name__} of {len(result)}"
         raise StudentError(f"should return a tuple ({', '.join(names)}), got {what}")
     return result
+
+
+def load_weights(module, weights: dict, structure: str):
+    """Load the case's weights into a student's module (strict), or say which entries do not fit.
+
+    `structure` names the parameters the given __init__ makes, for the message.
+    """
+    have = set(module.state_dict())
+    missing, unexpected = sorted(set(weights) - have), sorted(have - set(weights))
+    if missing or unexpected:
+        parts = []
+        if unexpected:
+            parts.append(f"has unexpected entries {', '.join(unexpected[:6])}")
+        if missing:
+            parts.append(f"lacks {', '.join(missing[:6])}")
+        hint = " (register the positional encoding with persistent=False)" if "positional_encoding" in unexpected else ""
+        raise StudentError(f"the module's state_dict {'; '.join(parts)}{hint}; keep the given __init__ ({structure})")
+    try:
+        module.load_state_dict(weights, strict=True)
+    except RuntimeError as exc:
+        raise StudentError(f"the course's weights do not fit this module: {str(exc)[:300]}") from None
+    return module

@@ -95,3 +95,13 @@ def gradebook_rows(out: Path) -> dict[str, dict[str, str]]:
 
     with open(out / "gradebook.csv") as f:
         return {row["student_id"]: row for row in csv.DictReader(f)}
+
+
+def solution_namespace(path: Path) -> dict:
+    """A solution notebook's cells (no demos, no checks) executed in one namespace: the reference objects."""
+    from autograder import notebook
+
+    ns: dict = {}
+    for cell in notebook.cells_to_run(notebook.read(path), None):
+        exec(compile(cell.source, f"<cell {cell.index}>", "exec"), ns)
+    return ns

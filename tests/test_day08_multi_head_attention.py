@@ -21,7 +21,7 @@ from autograder.exercise import StudentError
 from autograder.exercises import day08_multi_head_attention as ex
 from autograder.hidden import day08_multi_head_attention as hidden
 from autograder.sandbox import _fresh, _plain_outputs
-from conftest import gradebook_rows, results_of
+from conftest import gradebook_rows, results_of, solution_namespace
 
 D08 = "day08_multi_head_attention"
 SOLUTION = ROOT / "solutions" / "week2" / f"{D08}.ipynb"
@@ -31,10 +31,7 @@ EXERCISES = {e.id: e for e in ex.EXERCISES}
 @pytest.fixture(scope="module")
 def reference_ns():
     """The notebook's solution cells (no demos, no checks) executed in one namespace."""
-    ns: dict = {}
-    for cell in notebook.cells_to_run(notebook.read(SOLUTION), None):
-        exec(compile(cell.source, f"<cell {cell.index}>", "exec"), ns)
-    return ns
+    return solution_namespace(SOLUTION)
 
 
 def failed(tests: dict, item: str) -> dict[str, str]:
@@ -311,4 +308,4 @@ def test_runner_names_missing_and_unexpected_parameters():
     with pytest.raises(StudentError) as err:
         EXERCISES["MultiHeadAttention"].run(Renamed, inputs)
     message = str(err.value)
-    assert "it has no W_q.bias, W_q.weight" in message and "unexpected q_proj.bias, q_proj.weight" in message
+    assert "lacks W_q.bias, W_q.weight" in message and "unexpected entries q_proj.bias, q_proj.weight" in message

@@ -15,7 +15,7 @@ from autograder.config import ROOT
 from autograder.exercise import StudentError
 from autograder.exercises import day10_transformer as ex
 from autograder.hidden import day10_transformer as hidden
-from conftest import gradebook_rows, results_of
+from conftest import gradebook_rows, results_of, solution_namespace
 
 D10 = "day10_transformer"
 SOLUTION = ROOT / "solutions" / "week2" / f"{D10}.ipynb"
@@ -25,10 +25,7 @@ EXERCISES = {e.id: e for e in ex.EXERCISES}
 @pytest.fixture(scope="module")
 def reference_ns():
     """The notebook's solution cells (no demos, no checks) executed in one namespace."""
-    ns: dict = {}
-    for cell in notebook.cells_to_run(notebook.read(SOLUTION), None):
-        exec(compile(cell.source, f"<cell {cell.index}>", "exec"), ns)
-    return ns
+    return solution_namespace(SOLUTION)
 
 
 def mistake(item, name):

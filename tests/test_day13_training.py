@@ -18,7 +18,7 @@ from autograder.config import ROOT
 from autograder.exercise import StudentError
 from autograder.exercises import day13_training as ex
 from autograder.hidden import day13_training as hidden
-from conftest import gradebook_rows, results_of
+from conftest import gradebook_rows, results_of, solution_namespace
 
 D13 = "day13_training"
 SOLUTION = ROOT / "solutions" / "week2" / f"{D13}.ipynb"
@@ -28,10 +28,7 @@ EXERCISES = {e.id: e for e in ex.EXERCISES}
 @pytest.fixture(scope="module")
 def reference_ns():
     """The notebook's solution cells (no demos, no checks) executed in one namespace."""
-    ns: dict = {}
-    for cell in notebook.cells_to_run(notebook.read(SOLUTION), None):
-        exec(compile(cell.source, f"<cell {cell.index}>", "exec"), ns)
-    return ns
+    return solution_namespace(SOLUTION)
 
 
 @pytest.fixture(scope="module")

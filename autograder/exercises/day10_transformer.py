@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from ..exercise import Case, Exercise, StudentError, as_tensor
+from ..exercise import Case, Exercise, StudentError, as_tensor, load_weights
 
 # ---------------------------------------------------------------- weights (numpy only: cases are built outside torch)
 
@@ -132,22 +132,7 @@ def build_module(cls, inputs, init_names):
         raise StudentError(f"{cls.__name__}(...) should build a torch.nn.Module, got {type(module).__name__}")
     module = module.to(dtype_of(inputs))
     weights = {k: as_tensor(v) for k, v in inputs.items() if "." in k}
-    have = set(module.state_dict().keys())
-    missing, unexpected = sorted(set(weights) - have), sorted(have - set(weights))
-    if missing or unexpected:
-        parts = []
-        if unexpected:
-            parts.append(f"has entries the course's structure does not: {', '.join(unexpected[:6])}")
-        if missing:
-            parts.append(f"lacks entries: {', '.join(missing[:6])}")
-        hint = ""
-        if "positional_encoding" in unexpected:
-            hint = " (register the positional encoding with persistent=False)"
-        raise StudentError(f"the module's state_dict {'; '.join(parts)}{hint}; keep the given __init__")
-    try:
-        module.load_state_dict(weights, strict=True)
-    except RuntimeError as exc:
-        raise StudentError(f"the course's weights do not fit this module: {str(exc)[:300]}") from None
+    load_weights(module, weights, "the submodules COURSE_SPEC names")
     return module.eval()
 
 
