@@ -30,6 +30,12 @@ def main(argv=None) -> int:
     p.add_argument("submitted", type=Path)
     p.add_argument("--out", type=Path, required=True, help="output folder (gradebook, results, feedback)")
     p.add_argument("--workers", type=int, default=0, help="parallel workers (default: course.yml, else all cores)")
+    p.add_argument("--no-pages", action="store_true",
+                   help="write only the gradebook and results.json (draw the pages later with `report`)")
+
+    p = sub.add_parser("report", help="draw the feedback pages and the class report of a graded OUT folder")
+    p.add_argument("out", type=Path)
+    p.add_argument("--workers", type=int, default=0, help="parallel processes (default: all cores)")
 
     _add_integration_commands(sub)
 
@@ -52,6 +58,8 @@ def main(argv=None) -> int:
             return check_notebook(args.notebook, as_json=args.json)
         elif args.command == "grade":
             return _grade(course, args)
+        elif args.command == "report":
+            return _report(course, args)
         elif args.command in INTEGRATION_COMMANDS:
             return INTEGRATION_COMMANDS[args.command](course, args)
     except ConfigError as exc:
@@ -89,11 +97,30 @@ def _normalize(course, args) -> int:
     return 0
 
 
+def _report(course, args) -> int:
+    import os
+
+    from .gradebook import Gradebook
+    from .report import write_pages
+
+    db = args.out / "gradebook.db"
+    if not db.exists():
+        print(f"error: {db}: no gradebook here; run grade first", file=sys.stderr)
+        return 2
+    book = Gradebook(db)
+    try:
+        write_pages(course, book, args.out, jobs=args.workers or os.cpu_count() or 1)
+    finally:
+        book.close()
+    print(f"feedback pages: {args.out / 'feedback'}; class report: {args.out / 'report.html'}")
+    return 0
+
+
 def _grade(course, args) -> int:
     from .grade import GradingError, grade_all
 
     try:
-        summary = grade_all(course, args.submitted, args.out, workers=args.workers)
+        summary = grade_all(course, args.submitted, args.out, workers=args.workers, pages=not args.no_pages)
     except GradingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

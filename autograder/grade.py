@@ -196,9 +196,14 @@ def grader_digest(keys_digest: str) -> str:
 
 
 def grade_all(course: Course, submitted: Path, out: Path, workers: int = 0, progress=sys.stderr,
-              root: Path = ROOT) -> dict:
-    """Grade every submission into OUT; returns a summary. Raises GradingError for the instructor's mistakes."""
-    from . import classreport, report
+              root: Path = ROOT, pages: bool = True) -> dict:
+    """Grade every submission into OUT; returns a summary. Raises GradingError for the instructor's mistakes.
+
+    Without `pages`, only the gradebook and the results.json files are written (what `nbgrader
+    autograde` produces); `python -m autograder report OUT` draws the feedback pages and the class
+    report later.
+    """
+    from . import report
     from .worker import Pool
 
     submitted, out = Path(submitted).resolve(), Path(out).resolve()
@@ -241,9 +246,9 @@ def grade_all(course: Course, submitted: Path, out: Path, workers: int = 0, prog
                 book.record(sub.student_id, sub.notebook.id, sub.digest, sub.result)
                 done += 1
                 _progress(progress, done, len(todo), started)
-    report.write_outputs(course, book, out, jobs=n)
-    classreport.write_report(course, book, out, {"seconds": time.monotonic() - started, "graded": len(todo),
-                                                 "unchanged": skipped, "workers": n})
+    report.write_outputs(course, book, out, jobs=n, pages=pages,
+                         run={"seconds": time.monotonic() - started, "graded": len(todo), "unchanged": skipped,
+                              "workers": n})
     book.close()
     return {"graded": len(todo), "unchanged": skipped, "problems": problems,
             "seconds": time.monotonic() - started, "workers": n}

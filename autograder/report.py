@@ -63,36 +63,60 @@ def results_json(student_results: list[dict]) -> dict:
 
 
 
-def write_outputs(course: Course, book: Gradebook, out: Path, jobs: int = 1) -> None:
-    """gradebook.csv, results/<student>.json and feedback/<student>.html for every student.
-
-    A feedback page whose content would not change (same results, same page code) is not drawn again,
-    so that grading a few new submissions does not redraw the pictures of the whole class. Pages to
-    draw are drawn by `jobs` processes at once (the pictures are most of the cost).
-    """
+def write_outputs(course: Course, book: Gradebook, out: Path, jobs: int = 1, pages: bool = True,
+                  run: dict | None = None) -> None:
+    """gradebook.csv and results/<student>.json for every student; with `pages`, also
+    feedback/<student>.html and the class report (see `write_pages`)."""
     out = Path(out)
     items = course.item_ids
     extra = {i.id for nb in course.notebooks for i in nb.items if i.extra_credit}
     book.export_csv(out / "gradebook.csv", items, extra)
     (out / "results").mkdir(exist_ok=True)
+    for student in book.students():
+        _write(out / "results" / f"{student}.json", json.dumps(results_json(book.results(student)), indent=2))
+    if pages:
+        write_pages(course, book, out, jobs, run)
+
+
+def write_pages(course: Course, book: Gradebook, out: Path, jobs: int = 1, run: dict | None = None) -> None:
+    """feedback/<student>.html for every student, and the class report, drawn by `jobs` processes.
+
+    A feedback page whose content would not change (same results, same page code) is not drawn again,
+    so that grading a few new submissions does not redraw the pictures of the whole class. The pictures
+    are most of the cost; the class report is drawn beside the pages, in its own process.
+    """
+    out = Path(out)
     (out / "feedback").mkdir(exist_ok=True)
-    pages = []
+    tasks: list = [("report", course, out, run)]
     for student in book.students():
         results = book.results(student)
-        _write(out / "results" / f"{student}.json", json.dumps(results_json(results), indent=2))
         page = out / "feedback" / f"{student}.html"
         digest = _page_digest(course, student, results)
         if _stored_digest(page) != digest:
-            pages.append((course, student, results, digest, page))
-    if jobs > 1 and len(pages) > 1:
+            tasks.append(("page", course, student, results, digest, page))
+    if jobs > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(min(jobs, len(pages)), mp_context=multiprocessing.get_context("fork")) as pool:
-            list(pool.map(_draw_page, pages, chunksize=max(1, len(pages) // (4 * jobs))))
+        with ProcessPoolExecutor(min(jobs, len(tasks)), mp_context=multiprocessing.get_context("fork")) as pool:
+            list(pool.map(_draw, tasks, chunksize=1))
     else:
-        for args in pages:
-            _draw_page(args)
+        for task in tasks:
+            _draw(task)
+
+
+def _draw(task) -> None:
+    if task[0] == "report":
+        from . import classreport
+
+        _, course, out, run = task
+        book = Gradebook(out / "gradebook.db")
+        try:
+            classreport.write_report(course, book, out, run)
+        finally:
+            book.close()
+    else:
+        _draw_page(task[1:])
 
 
 def _draw_page(args) -> None:

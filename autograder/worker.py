@@ -250,7 +250,7 @@ def serve() -> None:
             (size,) = struct.unpack("<Q", _read_exact(stdin, 8))
             job = wire.decode(_read_exact(stdin, size))
         except EOFError:
-            return
+            os._exit(0)  # nothing to clean up: skip the interpreter's (slow, torch-sized) shutdown
         try:
             result = run_job(job)
         except Exception as exc:  # noqa: BLE001 - report, keep serving
@@ -273,10 +273,11 @@ class Pool:
         self.idle: "queue.Queue[subprocess.Popen]" = queue.Queue()
         self.procs = []
         self.cwd = cwd
+        self.waiting = set()  # started, greeting not read yet: the imports run while the caller works
         for _ in range(max(1, n)):
-            self.procs.append(self._start())
-        for proc in self.procs:
-            self._expect_ready(proc)
+            proc = self._start()
+            self.procs.append(proc)
+            self.waiting.add(proc.pid)
             self.idle.put(proc)
 
     def _start(self):
@@ -300,6 +301,13 @@ class Pool:
 
     def run(self, job: dict) -> dict:
         proc = self.idle.get()
+        if proc.pid in self.waiting:
+            self.waiting.discard(proc.pid)
+            try:
+                self._expect_ready(proc)
+            except RuntimeError:
+                self.idle.put(proc)
+                raise
         try:
             payload = wire.encode(job)
             proc.stdin.write(struct.pack("<Q", len(payload)) + payload)

@@ -179,3 +179,17 @@ def test_outputs_follow_gradescope_schema(graded_demo):
             assert t["status"] in ("passed", "failed") and 0 <= t["score"] <= t["max_score"] + 1e-9
         assert abs(sum(t["score"] for t in data["tests"]) - data["score"]) < 1e-3
     assert (out / "feedback" / "hal_hostile.html").read_text().startswith("<!doctype html>")
+
+
+def test_no_pages_then_report(fast_course, demo_class, tmp_path):
+    """Does `grade --no-pages` write only the gradebook and results.json, and `report` draw the pages later?"""
+    cls = copy_class(demo_class, tmp_path / "cls", ["cleo_no_scaling"])
+    out = tmp_path / "out"
+    grade.grade_all(fast_course, cls, out, workers=1, progress=None, pages=False)
+    assert (out / "gradebook.csv").exists() and (out / "results" / "cleo_no_scaling.json").exists()
+    assert not (out / "feedback").exists() and not (out / "report.html").exists()
+    res = subprocess.run([sys.executable, "-m", "autograder", "--course", str(fast_course.source), "report", str(out)],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    assert "the scores are not scaled" in (out / "feedback" / "cleo_no_scaling.html").read_text()
+    assert (out / "report.html").exists()
