@@ -4,7 +4,6 @@ from __future__ import annotations
 import html
 import time
 
-import nbformat
 import numpy as np
 import pytest
 import torch
@@ -113,11 +112,7 @@ def adhoc(course, fast_course, tmp_path_factory):
 
     students = _adhoc_students(course)
     dest = tmp_path_factory.mktemp("d10_submitted")
-    nb = course.notebook(D10)
-    for student, edits in students.items():
-        path = dest / student / nb.path
-        path.parent.mkdir(parents=True)
-        nbformat.write(demo_students.make_notebook(nb, edits), path)
+    demo_students.write_class(dest, {student: {D10: edits} for student, edits in students.items()})
     out = tmp_path_factory.mktemp("d10_out")
     grade_all(fast_course, dest, out, workers=2, progress=None)
     return students, out

@@ -6,7 +6,6 @@ import inspect
 import resource
 import time
 
-import nbformat
 import numpy as np
 import pytest
 import torch
@@ -113,11 +112,7 @@ def adhoc(course, fast_course, tmp_path_factory):
 
     students = _adhoc_students(course)
     dest = tmp_path_factory.mktemp("d13_submitted")
-    nb = course.notebook(D13)
-    for student, edits in students.items():
-        path = dest / student / nb.path
-        path.parent.mkdir(parents=True)
-        nbformat.write(demo_students.make_notebook(nb, edits), path)
+    demo_students.write_class(dest, {student: {D13: edits} for student, edits in students.items()})
     out = tmp_path_factory.mktemp("d13_out")
     grade_all(fast_course, dest, out, workers=2, progress=None)
     return students, out
