@@ -105,3 +105,14 @@ def solution_namespace(path: Path) -> dict:
     for cell in notebook.cells_to_run(notebook.read(path), None):
         exec(compile(cell.source, f"<cell {cell.index}>", "exec"), ns)
     return ns
+
+
+def grade_students(fast_course, notebook_id: str, students: dict, tmp_path_factory) -> tuple[Path, Path]:
+    """Grade ad-hoc students of one notebook ({student: edits}, as in demo/classes) once: (SUBMITTED, OUT)."""
+    from autograder.grade import grade_all
+
+    dest = tmp_path_factory.mktemp(f"{notebook_id[:5]}_submitted")
+    demo_students.write_class(dest, {student: {notebook_id: edits} for student, edits in students.items()})
+    out = tmp_path_factory.mktemp(f"{notebook_id[:5]}_out")
+    grade_all(fast_course, dest, out, workers=2, progress=None)
+    return dest, out

@@ -7,7 +7,6 @@ import math
 import subprocess
 import sys
 
-import nbformat
 import numpy as np
 import pytest
 import torch
@@ -21,7 +20,7 @@ from autograder.exercise import StudentError
 from autograder.exercises import day08_multi_head_attention as ex
 from autograder.hidden import day08_multi_head_attention as hidden
 from autograder.sandbox import _fresh, _plain_outputs
-from conftest import gradebook_rows, results_of, solution_namespace
+from conftest import gradebook_rows, results_of, solution_namespace, grade_students
 
 D08 = "day08_multi_head_attention"
 SOLUTION = ROOT / "solutions" / "week2" / f"{D08}.ipynb"
@@ -118,17 +117,7 @@ def _adhoc_students(course) -> dict[str, dict[str, str]]:
 @pytest.fixture(scope="module")
 def adhoc(course, fast_course, tmp_path_factory):
     """The students above, graded once: (submitted folder, output folder)."""
-    from autograder.grade import grade_all
-
-    dest = tmp_path_factory.mktemp("d08_submitted")
-    nb = course.notebook(D08)
-    for student, edits in _adhoc_students(course).items():
-        path = dest / student / nb.path
-        path.parent.mkdir(parents=True)
-        nbformat.write(demo_students.make_notebook(nb, edits), path)
-    out = tmp_path_factory.mktemp("d08_out")
-    grade_all(fast_course, dest, out, workers=2, progress=None)
-    return dest, out
+    return grade_students(fast_course, D08, _adhoc_students(course), tmp_path_factory)
 
 
 @pytest.mark.parametrize("student", ["t08_day6_unscaled", "t08_day6_not_pasted"])

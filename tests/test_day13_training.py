@@ -17,7 +17,7 @@ from autograder.config import ROOT
 from autograder.exercise import StudentError
 from autograder.exercises import day13_training as ex
 from autograder.hidden import day13_training as hidden
-from conftest import gradebook_rows, results_of, solution_namespace
+from conftest import gradebook_rows, results_of, solution_namespace, grade_students
 
 D13 = "day13_training"
 SOLUTION = ROOT / "solutions" / "week2" / f"{D13}.ipynb"
@@ -108,14 +108,8 @@ def _adhoc_students(course) -> dict[str, dict[str, str]]:
 @pytest.fixture(scope="module")
 def adhoc(course, fast_course, tmp_path_factory):
     """The students above, graded once: (students, output folder)."""
-    from autograder.grade import grade_all
-
     students = _adhoc_students(course)
-    dest = tmp_path_factory.mktemp("d13_submitted")
-    demo_students.write_class(dest, {student: {D13: edits} for student, edits in students.items()})
-    out = tmp_path_factory.mktemp("d13_out")
-    grade_all(fast_course, dest, out, workers=2, progress=None)
-    return students, out
+    return students, grade_students(fast_course, D13, students, tmp_path_factory)[1]
 
 
 def test_earlier_days_cost_points_once(course, adhoc):

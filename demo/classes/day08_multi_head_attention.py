@@ -12,8 +12,8 @@ IVY_MERGE = '''def merge_heads(x):
     return x.contiguous().view(B, L, h * d_k)
 '''
 
-# Passes the mask straight through: fine for a causal (L, L) mask, wrong for (B, Lq, Lk).
-JAY_FORWARD = '''class MultiHeadAttention(nn.Module):
+# The __init__ the notebook gives every student; the students below write only forward.
+GIVEN_INIT = '''class MultiHeadAttention(nn.Module):
     """Multi-head attention (Vaswani et al., 2017, section 3.2.2)."""
 
     def __init__(self, d_model, num_heads, dropout=0.0, bias=True):
@@ -28,7 +28,10 @@ JAY_FORWARD = '''class MultiHeadAttention(nn.Module):
         self.W_v = nn.Linear(d_model, d_model, bias=bias)
         self.W_o = nn.Linear(d_model, d_model, bias=bias)
         self.dropout = nn.Dropout(dropout)
+'''
 
+# Passes the mask straight through: fine for a causal (L, L) mask, wrong for (B, Lq, Lk).
+JAY_FORWARD = GIVEN_INIT + '''
     def forward(self, query, key, value, mask=None):
         Q = split_heads(self.W_q(query), self.num_heads)
         K = split_heads(self.W_k(key), self.num_heads)
@@ -39,22 +42,7 @@ JAY_FORWARD = '''class MultiHeadAttention(nn.Module):
 '''
 
 # Writes the attention inline and scales by the model width instead of the head width.
-KIM_FORWARD = '''class MultiHeadAttention(nn.Module):
-    """Multi-head attention (Vaswani et al., 2017, section 3.2.2)."""
-
-    def __init__(self, d_model, num_heads, dropout=0.0, bias=True):
-        super().__init__()
-        if d_model % num_heads != 0:
-            raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
-        self.d_model = d_model
-        self.num_heads = num_heads
-        self.d_k = d_model // num_heads
-        self.W_q = nn.Linear(d_model, d_model, bias=bias)
-        self.W_k = nn.Linear(d_model, d_model, bias=bias)
-        self.W_v = nn.Linear(d_model, d_model, bias=bias)
-        self.W_o = nn.Linear(d_model, d_model, bias=bias)
-        self.dropout = nn.Dropout(dropout)
-
+KIM_FORWARD = GIVEN_INIT + '''
     def forward(self, query, key, value, mask=None):
         batch = query.size(0)
         q = self.W_q(query).view(batch, -1, self.num_heads, self.d_k).transpose(1, 2)
