@@ -30,6 +30,8 @@ def main(argv=None) -> int:
     p.add_argument("submitted", type=Path)
     p.add_argument("--out", type=Path, required=True, help="output folder (gradebook, results, feedback)")
     p.add_argument("--workers", type=int, default=0, help="parallel workers (default: course.yml, else all cores)")
+    p.add_argument("--no-sandbox", action="store_true",
+                   help="grade without the sandbox (only for notebooks you trust, where user namespaces are off)")
     p.add_argument("--no-pages", action="store_true",
                    help="write only the gradebook and results.json (draw the pages later with `report`)")
 
@@ -42,6 +44,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         course = load_course(args.course)
+        _cross_check(course, args)
         if args.command == "build":
             from .build import build
 
@@ -71,6 +74,23 @@ def main(argv=None) -> int:
     return 0
 
 
+def _cross_check(course, args) -> None:
+    """Check course.yml against solutions/, exercises/ and hidden/ for what this command uses (ConfigError)."""
+    from .crosscheck import check_course_files
+
+    if args.command == "check":  # only the notebook checked: a cold check stays fast
+        nb = next((n for n in course.notebooks if n.id == args.notebook.stem), None)
+        if nb is not None:
+            check_course_files(course, [nb])
+    elif args.command == "normalize":  # it writes solutions/ only; a draft's target may not exist yet
+        target = args.into.stem if args.into else None
+        check_course_files(course, [nb for nb in course.notebooks if nb.id != target], parts=("solutions",))
+    elif args.command == "build" and args.notebooks:
+        check_course_files(course, [course.notebook(n) for n in args.notebooks])
+    else:
+        check_course_files(course)
+
+
 def _normalize(course, args) -> int:
     from . import source
 
@@ -88,6 +108,9 @@ def _normalize(course, args) -> int:
     for nb in course.notebooks:
         path = source.source_path(nb)
         if args.paths and path.resolve() not in {p.resolve() for p in args.paths}:
+            continue
+        if not path.exists():
+            print(f"skipped {path}: not written yet")
             continue
         text = path.read_text(encoding="utf-8")
         new = source.dumps(source.normalize(source.read_draft(path), nb, str(path)))
@@ -120,7 +143,8 @@ def _grade(course, args) -> int:
     from .grade import GradingError, grade_all
 
     try:
-        summary = grade_all(course, args.submitted, args.out, workers=args.workers, pages=not args.no_pages)
+        summary = grade_all(course, args.submitted, args.out, workers=args.workers, pages=not args.no_pages,
+                            sandbox=not args.no_sandbox)
     except GradingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

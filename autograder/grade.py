@@ -51,7 +51,6 @@ class Run:
     keys: dict[str, dict]
     releases: dict[str, notebook.Notebook]
     execute_job: object
-    hide: list[str]
     grader_digest: str
 
 
@@ -74,19 +73,27 @@ def read_submission(sub: Submission, run: Run) -> None:
 
 @step(needs=("nb",), gives=("job",))
 def plan_job(sub: Submission, run: Run) -> None:
-    """The cells to execute (matched against the release) and every case of every item."""
+    """The cells to execute (matched against the release) and every case of every item.
+
+    The reference pieces an item builds on go in the job's "inject", which stays
+    with the grader: the item's fork gets them only when it asks, after the
+    pieces' own items were graded.
+    """
     if sub.failed:
         return
     key = run.keys[sub.notebook.id]
     cells = notebook.cells_to_run(sub.nb, run.releases.get(sub.notebook.id))
-    items = []
+    items, inject = [], {}
     for item in sub.notebook.auto_items:
         cases = [{"name": c["name"], "inputs": c["inputs"]} for c in key[item.id]["cases"]]
+        sources = key[item.id].get("inject", {})
         items.append({"key": item.id, "id": item.id, "notebook": sub.notebook.id, "cases": cases,
-                      "inject": key[item.id].get("inject", {})})
+                      "needs": bool(sources)})
+        if sources:
+            inject[item.id] = sources
     sub.job = {
         "cells": [{"index": c.index, "source": c.source} for c in cells], "skip": [], "items": items,
-        "limits": reference.limits_dict(run.course), "hide": run.hide,
+        "limits": reference.limits_dict(run.course), "inject": inject,
     }
 
 
@@ -165,48 +172,92 @@ def _cell_errors_note(raw) -> str:
 
 
 def discover(course: Course, submitted: Path) -> tuple[list[tuple[str, Notebook, Path]], list[str]]:
-    """Submissions in nbgrader's layout <student_id>/<week>/<notebook>.ipynb, and problems found."""
+    """Submissions in nbgrader's layout <student_id>/<week>/<notebook>.ipynb, and problems found.
+
+    Read safely: a student folder, week folder or notebook that is a link, or that
+    resolves outside SUBMITTED, is refused and reported (a cloned repository can
+    carry links to another student's work or to the course's solutions).
+    """
     if not submitted.is_dir():
         raise GradingError(f"{submitted}: no such folder; pass the folder that holds <student_id>/<week>/<notebook>.ipynb")
+    top = submitted.resolve()
     by_path = {nb.path: nb for nb in course.notebooks}
     found, problems = [], []
-    for student_dir in sorted(p for p in submitted.iterdir() if p.is_dir()):
+
+    def safe(path: Path) -> bool:
+        if path.is_symlink():
+            problems.append(f"{path}: a symbolic link; refused (submit the file itself)")
+            return False
+        if not path.resolve().is_relative_to(top):
+            problems.append(f"{path}: resolves outside {submitted}; refused")
+            return False
+        return True
+
+    for student_dir in sorted(submitted.iterdir()):
+        if not safe(student_dir) or not student_dir.is_dir():
+            continue
         student = student_dir.name
         if not STUDENT_ID.match(student):
             problems.append(f"{student_dir}: student id {student!r} is not allowed (letters, digits, . _ @ + - only); skipped")
             continue
-        for path in sorted(student_dir.glob("*/*.ipynb")):
-            rel = f"{path.parent.name}/{path.name}"
-            if path.is_symlink():
-                problems.append(f"{path}: a symbolic link; skipped")
-            elif rel in by_path:
-                found.append((student, by_path[rel], path))
-            elif ".ipynb_checkpoints" not in rel:
-                problems.append(f"{path}: not a notebook of this course{_did_you_mean(rel, by_path)}; skipped")
+        for week_dir in sorted(student_dir.iterdir()):
+            if week_dir.name == ".ipynb_checkpoints" or not safe(week_dir) or not week_dir.is_dir():
+                continue
+            for path in sorted(week_dir.iterdir()):
+                if path.suffix != ".ipynb" or not safe(path) or not path.is_file():
+                    continue
+                rel = f"{week_dir.name}/{path.name}"
+                if rel in by_path:
+                    found.append((student, by_path[rel], path))
+                else:
+                    problems.append(f"{path}: not a notebook of this course{_did_you_mean(rel, by_path)}; skipped")
     if not found:
         raise GradingError(f"{submitted}: no submissions found in the layout <student_id>/<week>/<notebook>.ipynb")
     return found, problems
 
 
-def grader_digest(keys_digest: str) -> str:
+def grader_digest(keys_digest: str, course: Course | None = None) -> str:
+    """A digest of everything a result depends on besides the notebook: the keys, the grader's code, and
+    the course settings that score it (points, limits, late policy)."""
     h = hashlib.sha256(keys_digest.encode())
     for path in sorted((ROOT / "autograder").rglob("*.py")):
         h.update(path.read_bytes())
+    if course is not None:
+        h.update(repr((course.grading.limits, [nb for nb in course.notebooks], getattr(course, "late", None))).encode())
     return h.hexdigest()[:20]
 
 
+def _fatal_result(sub: Submission, run: Run, exc: BaseException) -> None:
+    """A submission the pipeline failed on: recorded as that submission's result, never stopping the batch."""
+    sub.failed = sub.failed or (f"the grader could not grade this notebook ({type(exc).__name__}); "
+                                "tell your instructor")
+    sub.raw = None
+    try:
+        judge(sub, run)
+        sub.result.setdefault("manual", {})
+    except Exception:  # noqa: BLE001
+        sub.result = {"student_id": sub.student_id, "notebook_id": sub.notebook.id, "title": sub.notebook.title,
+                      "status": "unreadable", "message": sub.failed, "seconds": 0.0, "peak_mb": 0.0,
+                      "items": [], "cell_problems": [], "sandbox": {}, "manual": {}}
+
+
 def grade_all(course: Course, submitted: Path, out: Path, workers: int = 0, progress=sys.stderr,
-              root: Path = ROOT, pages: bool = True) -> dict:
+              root: Path = ROOT, pages: bool = True, sandbox: bool = True) -> dict:
     """Grade every submission into OUT; returns a summary. Raises GradingError for the instructor's mistakes.
 
     Without `pages`, only the gradebook and the results.json files are written (what `nbgrader
     autograde` produces); `python -m autograder report OUT` draws the feedback pages and the class
-    report later.
+    report later. `sandbox=False` (`--no-sandbox`) grades without the jail: only for trusted notebooks.
     """
-    from . import report
-    from .worker import Pool
+    from . import jail, report
+    from .worker import Pool, run_reference
 
     submitted, out = Path(submitted).resolve(), Path(out).resolve()
+    if sandbox:
+        why = jail.unavailable_reason()
+        if why:
+            raise GradingError(f"cannot sandbox student code: {why}. To grade trusted notebooks without a "
+                               "sandbox, pass --no-sandbox")
     found, problems = discover(course, submitted)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -215,21 +266,23 @@ def grade_all(course: Course, submitted: Path, out: Path, workers: int = 0, prog
     n = workers or course.grading.workers or os.cpu_count() or 1
     started = time.monotonic()
     book = Gradebook(out / "gradebook.db")
-    hide = [str(root / "solutions"), str(root / "autograder" / "hidden"), str(root / ".cache"),
-            str(root / "course.yml"), str(submitted), str(out)]
     notebooks = {nb.id: nb for _, nb, _ in found}
-    with Pool(min(n, max(1, len(found)))) as pool:
-        keys = {nb_id: reference.load_key(course, nb, pool.run, root) for nb_id, nb in notebooks.items()}
+    with Pool(min(n, max(1, len(found))), list(notebooks), sandbox=sandbox) as pool:
+        keys = {nb_id: reference.load_key(course, nb, run_reference, root) for nb_id, nb in notebooks.items()}
         for nb_id, nb in notebooks.items():
             _add_injections(course, nb, keys[nb_id], root)
         releases = {nb_id: notebook.read(root / "weeks" / nb.path) for nb_id, nb in notebooks.items()
                     if (root / "weeks" / nb.path).exists()}
-        digest = grader_digest("".join(reference.key_digest(course, nb, root) for nb in notebooks.values()))
-        run = Run(course, keys, releases, pool.run, hide, digest)
+        digest = grader_digest("".join(reference.key_digest(course, nb, root) for nb in notebooks.values()), course)
+        run = Run(course, keys, releases, pool.run, digest)
         todo, skipped = [], 0
         for student, nb, path in found:
             sub = Submission(student, nb, path)
-            sub.digest = hashlib.sha256(path.read_bytes() + digest.encode()).hexdigest()
+            try:
+                sub.digest = hashlib.sha256(path.read_bytes() + digest.encode()).hexdigest()
+            except OSError as exc:
+                problems.append(f"{path}: cannot be read ({exc.strerror}); skipped")
+                continue
             if book.digest(student, nb.id) == sub.digest:
                 skipped += 1
             else:
@@ -237,8 +290,11 @@ def grade_all(course: Course, submitted: Path, out: Path, workers: int = 0, prog
         done = 0
 
         def grade_one(sub: Submission) -> Submission:
-            for s in PIPELINE:
-                s(sub, run)
+            try:
+                for s in PIPELINE:
+                    s(sub, run)
+            except Exception as exc:  # noqa: BLE001 - one submission never stops the batch
+                _fatal_result(sub, run, exc)
             return sub
 
         with ThreadPoolExecutor(max_workers=n) as threads:
@@ -246,12 +302,13 @@ def grade_all(course: Course, submitted: Path, out: Path, workers: int = 0, prog
                 book.record(sub.student_id, sub.notebook.id, sub.digest, sub.result)
                 done += 1
                 _progress(progress, done, len(todo), started)
+        worker_peak = pool.peak_mb
     report.write_outputs(course, book, out, jobs=n, pages=pages,
                          run={"seconds": time.monotonic() - started, "graded": len(todo), "unchanged": skipped,
                               "workers": n})
     book.close()
     return {"graded": len(todo), "unchanged": skipped, "problems": problems,
-            "seconds": time.monotonic() - started, "workers": n}
+            "seconds": time.monotonic() - started, "workers": n, "worker_peak_mb": worker_peak}
 
 
 def _add_injections(course: Course, nb: Notebook, key: dict, root: Path) -> None:
@@ -268,6 +325,9 @@ def _add_injections(course: Course, nb: Notebook, key: dict, root: Path) -> None
             if need == item.id:
                 raise ConfigError(f"{nb.id}: item {item.id} cannot need itself")
             owner, _ = course.item(need)
+            if owner.id == nb.id and [i.id for i in nb.auto_items].index(need) > [i.id for i in nb.auto_items].index(item.id):
+                raise ConfigError(f"{nb.id}: item {item.id} needs {need}, which comes after it; "
+                                  "an item may only build on earlier ones")
             sources[need] = reference.solution_sources(owner, root)[need]
         key[item.id]["inject"] = sources
 

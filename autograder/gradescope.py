@@ -56,14 +56,13 @@ def build_bundle(course: Course, out_zip: Path, names: list[str] | None = None, 
                  log=print) -> dict:
     """Write the Gradescope autograder zip; returns {"notebooks", "files", "bytes"}."""
     from . import reference
-    from .worker import Pool
+    from .worker import run_reference
 
     notebooks = select(course, names)
     check_built(course, notebooks, root)
-    with Pool(1) as pool:
-        digests = {nb.id: reference.key_digest(course, nb, root) for nb in notebooks}
-        for nb in notebooks:
-            reference.load_key(course, nb, pool.run, root)  # computed once, shipped in .cache/keys/
+    digests = {nb.id: reference.key_digest(course, nb, root) for nb in notebooks}
+    for nb in notebooks:
+        reference.load_key(course, nb, run_reference, root)  # computed once, shipped in .cache/keys/
     files: dict[str, tuple[bytes, bool]] = {
         "setup.sh": (_render("gradescope_setup.sh").encode(), True),
         "run_autograder": (_render("gradescope_run_autograder").encode(), True),

@@ -50,10 +50,9 @@ def full_key(course, nb) -> dict:
     try:
         return reference.load_key(course, nb, None)
     except reference.ReferenceError_:
-        from .worker import Pool
+        from .worker import run_reference
 
-        with Pool(1) as pool:
-            return reference.load_key(course, nb, pool.run)
+        return reference.load_key(course, nb, run_reference)
 
 
 def check_all(obj, item: str | None = None) -> None:

@@ -1,43 +1,48 @@
-"""The untrusted side: confine a forked process, then run a notebook and its cases in it.
+"""The untrusted side: confine a forked process, then run a notebook and its items in it.
 
 Everything in this module after `confine()` runs beside student code and is
-trusted by nobody: it only executes cells, calls the student's objects on the
-case inputs it was given, and writes plain-data events to one pipe. The worker
-(`autograder.worker`) reads those events, enforces the wall-time limits and
-kills the whole process tree when it is done.
+trusted by nobody: it executes cells, calls the student's objects on the case
+inputs it was given, and writes plain-data events to one pipe. The worker
+(`autograder.worker`) checks every event against the protocol, enforces the
+CPU and wall-time limits, and kills the whole process tree when it is done.
 
-What `confine()` applies, each where the platform allows it (the result says
-which were in force):
-- its own session and process group; stdin from /dev/null; fds 1 and 2 to
-  /dev/null, Python's stdout/stderr into a capped buffer;
-- resource limits: address space, CPU seconds, file size, open files, no core
-  dumps, and (when it can drop to an unprivileged user) processes;
-- as root: new PID, network and mount namespaces (no network; the process tree
-  dies with its first process, the sandbox itself; a private /tmp; the course's
-  secrets, the submissions and the output folder hidden behind empty mounts),
-  then it drops to the `nobody` user.
+Inside a jailed worker (`autograder.jail`), `confine()` gives the sandbox fresh
+mount, network, IPC and UTS namespaces (its PID namespace was made by the
+worker: the sandbox is its init), a fresh /proc and an empty private /tmp,
+resource limits, and then drops every right: the `nobody` user when grading as
+root, otherwise a nested user namespace with no capability; no new privileges;
+killed when the worker dies. Outside a jail (the student's own `check`, and the
+reference runs that compute the answer keys), only the resource limits apply.
+
+Each graded item runs in its own fork of the process that ran the cells, with a
+CPU-time limit of its own; the reference pieces it builds on reach that fork
+only after it asks for them, which the worker allows only once every piece
+they answer was graded.
 """
 from __future__ import annotations
 
-import ctypes
 import io
+import math
 import os
 import random
 import resource
 import signal
 import sys
 import tempfile
+import time
 import traceback
 
-from . import wire
+from . import jail, wire
 
-CLONE_NEWNS = 0x00020000
-CLONE_NEWPID = 0x20000000
-CLONE_NEWNET = 0x40000000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 4096, 16384, 1 << 18
-NOBODY = 65534
 RUNTIME_FAILED = 70
 """Exit code when the grader's own code in the sandbox fails (usually because the student's code broke it)."""
+WALL_FACTOR = 4
+"""Wall-clock backstops are this many times the CPU-time limits (plus a little), so load costs no point."""
+
+
+def backstop(cpu_seconds: float) -> float:
+    """The wall-clock time after which something given `cpu_seconds` of CPU time is stopped anyway."""
+    return WALL_FACTOR * cpu_seconds + 2.0
 
 
 class CappedWriter(io.TextIOBase):
@@ -63,154 +68,66 @@ class CappedWriter(io.TextIOBase):
         return "".join(self.parts) + tail
 
 
-def _libc():
-    return ctypes.CDLL(None, use_errno=True)
-
-
-def die_with_parent() -> None:
-    """Ask the kernel to SIGKILL this process when its parent dies (Linux only; best effort)."""
-    try:
-        _libc().prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def _unshare(flags: int) -> bool:
-    return _libc().unshare(flags) == 0
-
-
-def _mount(source: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> bool:
-    libc = _libc()
-    return libc.mount(
-        source.encode(), target.encode(), fstype.encode() if fstype else None, flags,
-        data.encode() if data else None,
-    ) == 0
-
-
-def new_pid_namespace_for_children() -> bool:
-    """Put the caller's next child in a new PID namespace, as its first process (root only).
-
-    Called by the worker before each fork: the sandbox is then the init of its own
-    namespace, so killing it ends every process it started, wherever they went.
-    """
-    if os.geteuid() != 0:
-        return False
-    restore_pid_namespace()  # unshare only works while children still go to our own namespace
-    return _unshare(CLONE_NEWPID)
-
-
-def restore_pid_namespace() -> None:
-    """Send the caller's later children (and threads, which the kernel also places there) back to its own
-    PID namespace; called by the worker right after it forked a sandbox."""
-    if os.geteuid() != 0:
-        return
-    fd = os.open("/proc/self/ns/pid", os.O_RDONLY)
-    try:
-        _libc().setns(fd, CLONE_NEWPID)
-    finally:
-        os.close(fd)
-
-
-def confine(limits: dict, hide: list[str], pid_namespace: bool = False) -> dict:
-    """Confine the current (freshly forked) process. Returns which protections hold."""
+def confine(limits: dict) -> None:
+    """Confine the current, freshly forked process (see the module's docstring). Raises when a step fails."""
     os.setsid()
-    die_with_parent()
-    got = {"pid_namespace": pid_namespace, "network": False, "mounts": False, "user": "same"}
-    if os.geteuid() == 0 and _unshare(CLONE_NEWNET | CLONE_NEWNS):
-        got["network"] = True
-        got["mounts"] = _private_mounts(hide)
-    elif _unshare(CLONE_NEWNET):
-        got["network"] = True
+    jailed = jail.MODE in ("root", "rootless")
+    if jailed:
+        jail.unshare(jail.CLONE_NEWNS | jail.CLONE_NEWNET | jail.CLONE_NEWIPC | jail.CLONE_NEWUTS,
+                     "new namespaces for the sandbox")
+        jail.mount(None, "/", None, jail.MS_REC | jail.MS_PRIVATE)
+        jail.mount("proc", "/proc", "proc", jail.MS_NOSUID | jail.MS_NODEV | jail.MS_NOEXEC)
+        jail.fresh_tmp(f"{max(64, limits['file_mb'] * 4)}m")
+        jail.libc().sethostname(b"sandbox", 7)
     workdir = tempfile.mkdtemp(prefix="submission-", dir="/tmp")
-    if os.geteuid() == 0:
-        os.chown(workdir, NOBODY, NOBODY)
+    if jail.MODE == "root":
+        os.chown(workdir, jail.NOBODY, jail.NOBODY)
     os.chdir(workdir)
     _set_limits(limits)
-    if os.geteuid() == 0:
+    if jail.MODE == "root":
         os.setgroups([])
-        os.setgid(NOBODY)
-        os.setuid(NOBODY)
-        got["user"] = "nobody"
-        resource.setrlimit(resource.RLIMIT_NPROC, (limits["processes"], limits["processes"]))
-    os.environ["HOME"] = workdir
-    os.environ["MPLCONFIGDIR"] = workdir
-    os.environ["TMPDIR"] = workdir
-    return got
-
-
-SHARED_TMP = ("/tmp", "/dev/shm", "/var/tmp")
-
-
-def _private_mounts(hide: list[str]) -> bool:
-    """Make mounts private, give the namespace fresh temporary folders, and hide each path in `hide`.
-
-    What the sandbox must still read (Python's installation, the virtual
-    environment, this package) stays visible even when it lives under a folder
-    that gets covered (/tmp) or that others cannot enter (pyenv under /root).
-    """
-    if not _mount("none", "/", None, MS_REC | MS_PRIVATE):
-        return False
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    needed = sorted({os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, sys.exec_prefix, root)})
-    ok = True
-    for shared in SHARED_TMP:
-        if os.path.isdir(shared):
-            keep = [p for p in needed if p.startswith(shared + os.sep)]
-            ok &= _cover(shared, keep, "size=512m,mode=1777")
-    blocked: dict[str, list[str]] = {}
-    for path in needed:
-        parts = path.split(os.sep)
-        for i in range(2, len(parts) + 1):
-            ancestor = os.sep.join(parts[:i])
-            if not os.stat(ancestor).st_mode & 0o001:
-                blocked.setdefault(ancestor, []).append(path)
-                break
-    for ancestor, paths in blocked.items():
-        ok &= _cover(ancestor, paths, "size=1m,mode=755")
-    for path in hide:
-        if os.path.isdir(path):
-            ok &= _mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,mode=000")
-        elif os.path.exists(path):
-            ok &= _mount("/dev/null", path, None, MS_BIND)
-    return bool(ok)
-
-
-def _cover(folder: str, keep: list[str], options: str) -> bool:
-    """Mount an empty tmpfs on `folder`, then bind back the paths in `keep` (which lie under it)."""
-    handles = [(os.open(p, os.O_PATH), p) for p in keep]
-    try:
-        ok = _mount("tmpfs", folder, "tmpfs", MS_NOSUID | MS_NODEV, options)
-        for fd, path in handles:
-            os.makedirs(path, mode=0o755, exist_ok=True)
-            ok &= _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
-    finally:
-        for fd, _ in handles:
-            os.close(fd)
-    return bool(ok)
+        os.setresgid(jail.NOBODY, jail.NOBODY, jail.NOBODY)
+        os.setresuid(jail.NOBODY, jail.NOBODY, jail.NOBODY)
+        jail.prctl(jail.PR_SET_NO_NEW_PRIVS, 1)
+    elif jail.MODE == "rootless":
+        jail.unshare(jail.CLONE_NEWUSER, "a user namespace for the sandbox")
+        jail.map_self(jail.NOBODY, 0, 0)
+        jail.drop_capabilities()
+    if jailed:
+        jail.die_with_parent()  # after the switch of user, which clears it
+    os.environ.update(HOME=workdir, MPLCONFIGDIR=workdir, TMPDIR=workdir)
 
 
 def _set_limits(limits: dict) -> None:
     mb = 1024 * 1024
+    cpu = int(math.ceil(limits["notebook_seconds"])) + 5
     for res, value in (
         (resource.RLIMIT_AS, limits["memory_mb"] * mb),
-        (resource.RLIMIT_CPU, int(limits["cpu_seconds"])),
+        (resource.RLIMIT_CPU, cpu),
         (resource.RLIMIT_FSIZE, limits["file_mb"] * mb),
         (resource.RLIMIT_CORE, 0),
         (resource.RLIMIT_NOFILE, 256),
     ):
+        soft, hard = resource.getrlimit(res)
+        value = value if hard == resource.RLIM_INFINITY else min(value, hard)
         resource.setrlimit(res, (value, value))
+    if jail.MODE in ("root", "rootless"):
+        resource.setrlimit(resource.RLIMIT_NPROC, (limits["processes"], limits["processes"]))
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
 
 
-def _redirect_fds(keep: int) -> None:
+def _redirect_fds(keep: tuple[int, ...]) -> None:
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
     os.close(devnull)
-    os.closerange(3, keep)
-    os.closerange(keep + 1, 4096)
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 4096)
 
 
 _SHELL = None
@@ -237,13 +154,17 @@ def prepare_shell() -> None:
 
 
 class Session:
-    """Runs one job's cells and items inside the sandbox, reporting events on `fd`."""
+    """Runs one job's cells, then each item in a fork of its own, reporting events on `up`.
 
-    def __init__(self, fd: int, job: dict):
-        self.fd, self.job = fd, job
+    `down` carries the reference pieces an item builds on, sent by the worker
+    when the item's fork asks for them (and never before).
+    """
+
+    def __init__(self, up: int, down: int, job: dict):
+        self.up, self.down, self.job = up, down, job
 
     def send(self, event: dict) -> None:
-        wire.write_frame(self.fd, wire.encode(event))
+        wire.write_frame(self.up, wire.encode(event))
 
     def run(self) -> None:
         job = self.job
@@ -252,7 +173,7 @@ class Session:
         _seed_everything()
         ns = self._execute(job["cells"], set(job["skip"]))
         for item in job["items"]:
-            self._grade_item(item, ns)
+            self._item_in_fork(item, ns, job["limits"]["item_seconds"])
         self.send({"ev": "done", "stdout": out.text()})
 
     def _execute(self, cells: list[dict], skip: set[int]) -> dict:
@@ -270,14 +191,47 @@ class Session:
             })
         return shell.user_ns
 
+    def _item_in_fork(self, item: dict, ns: dict, seconds: float) -> None:
+        """Grade one item in a fork limited to `seconds` of CPU time; one retry when it hits a limit."""
+        key = item["key"]
+        for attempt in (1, 2):
+            self.send({"ev": "item", "key": key, "status": "start"})
+            sys.stdout.flush()
+            pid = os.fork()
+            if pid == 0:
+                code = 0
+                try:
+                    cpu = max(1, int(math.ceil(seconds)))
+                    hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
+                    cpu = cpu if hard == resource.RLIM_INFINITY else min(cpu, hard)
+                    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+                    _seed_everything()
+                    self._grade_item(item, ns)
+                except BaseException:  # noqa: BLE001
+                    code = RUNTIME_FAILED
+                finally:
+                    os._exit(code)
+            status, cpu_used, timed_out = _wait(pid, backstop(seconds))
+            if not timed_out and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+                return
+            hit_limit = timed_out or cpu_used >= seconds - 0.05 or (
+                os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGXCPU)
+            if hit_limit and attempt == 1:
+                self.send({"ev": "item", "key": key, "status": "retry"})
+                continue
+            self.send({"ev": "item", "key": key, "status": "killed",
+                       "error": _death_reason(status, cpu_used, timed_out, seconds, hit_limit)})
+            return
+
     def _grade_item(self, item: dict, ns: dict) -> None:
         from .exercise import exercises, hidden_module
 
         key = item["key"]
-        self.send({"ev": "item", "key": key, "status": "start"})
         exercise = exercises(item["notebook"])[item["id"]]
-        for name, source in item.get("inject", {}).items():
-            exec(compile(source, f"<reference {name}>", "exec"), ns)
+        if item.get("needs"):
+            self.send({"ev": "need", "key": key})
+            for name, source in self._receive().items():
+                exec(compile(source, f"<reference {name}>", "exec"), ns)
         variant = item.get("variant")
         if variant:
             # Trusted reference runs only: a known mistake stands in for the student's object.
@@ -289,7 +243,7 @@ class Session:
             self.send({"ev": "item", "key": key, "status": "missing"})
             return
         for case in item["cases"]:
-            event = {"ev": "case", "key": key, "case": case["name"], "outputs": None, "error": ""}
+            event = {"ev": "case", "key": key, "case": case["name"], "outputs": None, "error": "", "error_type": ""}
             try:
                 outputs = exercise.run(obj, _fresh(case["inputs"]))
                 event["outputs"] = _plain_outputs(outputs)
@@ -298,6 +252,53 @@ class Session:
                 event["error_type"] = _safe_type_name(exc)
             self.send(event)
         self.send({"ev": "item", "key": key, "status": "end"})
+
+    def _receive(self) -> dict:
+        import struct
+
+        def exact(n: int) -> bytes:
+            data = b""
+            while len(data) < n:
+                chunk = os.read(self.down, n - len(data))
+                if not chunk:
+                    raise EOFError("the worker closed the pipe")
+                data += chunk
+            return data
+
+        (size,) = struct.unpack("<Q", exact(8))
+        return wire.decode(exact(size))
+
+
+def _wait(pid: int, wall: float) -> tuple[int, float, bool]:
+    """Wait for a child at most `wall` seconds (then kill it): (status, CPU seconds it used, timed out)."""
+    deadline = time.monotonic() + wall
+    timed_out = False
+    while True:
+        done, status, usage = os.wait4(pid, os.WNOHANG)
+        if done:
+            return status, usage.ru_utime + usage.ru_stime, timed_out
+        if time.monotonic() > deadline and not timed_out:
+            timed_out = True
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.005 if time.monotonic() < deadline - wall + 0.2 else 0.02)
+
+
+def _death_reason(status: int, cpu: float, timed_out: bool, seconds: float, hit_limit: bool) -> str:
+    if timed_out:
+        return (f"stopped after {backstop(seconds):g} s of wall time, twice (it waits or sleeps instead of "
+                "computing; an endless loop?)")
+    if hit_limit:
+        return f"used up its {seconds:g} s of CPU time, twice (an endless loop, or far too slow?)"
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        if sig == signal.SIGKILL:
+            return "the process was killed (out of memory, or it killed itself)"
+        return f"the process crashed ({signal.Signals(sig).name})"
+    code = os.WEXITSTATUS(status)
+    if code == RUNTIME_FAILED:
+        return ("the grader's runtime in the sandbox failed here (does the code replace builtins, "
+                "sys or the grader's modules?)")
+    return f"the process ended itself (exit code {code}) instead of returning"
 
 
 def _plain_outputs(outputs) -> dict:
@@ -363,14 +364,14 @@ def _describe_error(exc: BaseException) -> str:
     return f"{name}: {message}{where}" if message else f"{name}{where}"
 
 
-def child_main(fd: int, job: dict) -> None:
+def child_main(up: int, down: int, job: dict) -> None:
     """Entry point of a freshly forked sandbox process. Never returns."""
     code = 0
     try:
-        _redirect_fds(fd)
-        got = confine(job["limits"], job.get("hide", []), job.get("pid_namespace", False))
-        session = Session(fd, job)
-        session.send({"ev": "sandbox", "features": got})
+        _redirect_fds((up, down))
+        confine(job["limits"])
+        session = Session(up, down, job)
+        session.send({"ev": "ready"})
         session.run()
     except BaseException:  # noqa: BLE001
         code = RUNTIME_FAILED

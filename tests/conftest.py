@@ -73,10 +73,11 @@ def pool():
 def keys(course, pool):
     """The full answer key of every notebook, computed from solutions/ (cached on disk)."""
     from autograder import reference
+    from autograder.worker import run_reference
 
     class Keys(dict):
         def __missing__(self, nb_id):
-            self[nb_id] = reference.load_key(course, course.notebook(nb_id), pool.run)
+            self[nb_id] = reference.load_key(course, course.notebook(nb_id), run_reference)
             return self[nb_id]
 
     return Keys()
