@@ -201,10 +201,12 @@ class Session:
             if pid == 0:
                 code = 0
                 try:
+                    # SIGXCPU at the limit, SIGKILL a second later for code that catches it.
                     cpu = max(1, int(math.ceil(seconds)))
                     hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
-                    cpu = cpu if hard == resource.RLIM_INFINITY else min(cpu, hard)
-                    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+                    if hard != resource.RLIM_INFINITY:
+                        cpu = min(cpu, hard - 1)
+                    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
                     _seed_everything()
                     self._grade_item(item, ns)
                 except BaseException:  # noqa: BLE001
@@ -214,8 +216,9 @@ class Session:
             status, cpu_used, timed_out = _wait(pid, backstop(seconds))
             if not timed_out and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
                 return
-            hit_limit = timed_out or cpu_used >= seconds - 0.05 or (
-                os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGXCPU)
+            signalled = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
+            hit_limit = timed_out or signalled == signal.SIGXCPU or (
+                signalled == signal.SIGKILL and cpu_used >= 0.9 * seconds)
             if hit_limit and attempt == 1:
                 self.send({"ev": "item", "key": key, "status": "retry"})
                 continue

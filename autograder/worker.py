@@ -362,65 +362,67 @@ def run_job(job: dict, ask=None) -> dict:
         phase_cpu_limit, phase_wall = limits["cell_seconds"], time.monotonic() + backstop(limits["cell_seconds"])
         phase_cpu_start = 0.0
         finished, outcome, detail = False, "dead", None
-        for kind, payload in child.frames(lambda: min(phase_wall, started + budget)):
-            if kind == "tick":
+        try:
+            for kind, payload in child.frames(lambda: min(phase_wall, started + budget)):
                 if phase[0] in ("start", "cell") and child.cpu_seconds() - phase_cpu_start > phase_cpu_limit:
                     outcome = "cpu"
                     break
-                continue
-            if kind != "frame":
-                outcome, detail = kind, payload
-                break
-            try:
-                event = protocol.check(payload)
-            except Violation as exc:
-                outcome, detail = "violation", str(exc)
-                break
-            ev = event["ev"]
-            if ev == "cell":
-                index = event["index"]
-                if event["status"] == "start":
-                    phase = ("cell", index)
-                    phase_cpu_start = child.cpu_seconds()
-                    phase_cpu_limit = limits["cell_seconds"]
-                    phase_wall = time.monotonic() + backstop(limits["cell_seconds"])
-                else:
-                    cells[index] = {"status": event["status"], "error": event.get("error", "")[:1000]}
-                    phase = ("between", None)
-                    phase_wall = time.monotonic() + backstop(limits["cell_seconds"])
-            elif ev == "item":
-                key, status = event["key"], event["status"]
-                if status == "start":
-                    phase = ("item", key)
-                    items[key]["cases"] = {}
-                    phase_wall = time.monotonic() + 2 * backstop(limits["item_seconds"]) + 5
-                elif status == "retry":
-                    items[key]["cases"] = {}
-                else:
-                    items[key]["status"] = {"end": "done"}.get(status, status)
-                    if status == "killed":
-                        items[key]["error"] = event.get("error", "")[:1000]
-                    phase = ("between", None)
-                    phase_wall = time.monotonic() + backstop(limits["cell_seconds"])
-            elif ev == "need":
-                child.send(ask(event["key"]))
-            elif ev == "case":
-                outputs = event.get("outputs")
-                size = _output_size(outputs)
-                error = event.get("error", "")[:1000]
-                if outputs is not None and kept_bytes + size > MAX_OUTPUT_BYTES:
-                    outputs, error = None, (f"the outputs of this notebook's cases pass {MAX_OUTPUT_BYTES >> 20} MiB "
-                                            "in all; far larger than any expected output")
-                kept_bytes += size if outputs is not None else 0
-                items[event["key"]]["cases"][event["case"]] = {
-                    "outputs": outputs, "error": error, "error_type": event.get("error_type", "")[:100],
-                }
-            elif ev == "done":
-                stdout = event.get("stdout", "")
-                finished = True
-                break
-        cpu_total += child.cpu_seconds()
-        status = child.kill()
+                if kind == "tick":
+                    continue
+                if kind != "frame":
+                    outcome, detail = kind, payload
+                    break
+                try:
+                    event = protocol.check(payload)
+                except Violation as exc:
+                    outcome, detail = "violation", str(exc)
+                    break
+                ev = event["ev"]
+                if ev == "cell":
+                    index = event["index"]
+                    if event["status"] == "start":
+                        phase = ("cell", index)
+                        phase_cpu_start = child.cpu_seconds()
+                        phase_cpu_limit = limits["cell_seconds"]
+                        phase_wall = time.monotonic() + backstop(limits["cell_seconds"])
+                    else:
+                        cells[index] = {"status": event["status"], "error": event.get("error", "")[:1000]}
+                        phase = ("between", None)
+                        phase_wall = time.monotonic() + backstop(limits["cell_seconds"])
+                elif ev == "item":
+                    key, status = event["key"], event["status"]
+                    if status == "start":
+                        phase = ("item", key)
+                        items[key]["cases"] = {}
+                        phase_wall = time.monotonic() + 2 * backstop(limits["item_seconds"]) + 5
+                    elif status == "retry":
+                        items[key]["cases"] = {}
+                    else:
+                        items[key]["status"] = {"end": "done"}.get(status, status)
+                        if status == "killed":
+                            items[key]["error"] = event.get("error", "")[:1000]
+                        phase = ("between", None)
+                        phase_wall = time.monotonic() + backstop(limits["cell_seconds"])
+                elif ev == "need":
+                    child.send(ask(event["key"]))
+                elif ev == "case":
+                    outputs = event.get("outputs")
+                    size = _output_size(outputs)
+                    error = event.get("error", "")[:1000]
+                    if outputs is not None and kept_bytes + size > MAX_OUTPUT_BYTES:
+                        outputs, error = None, (f"the outputs of this notebook's cases pass {MAX_OUTPUT_BYTES >> 20} MiB "
+                                                "in all; far larger than any expected output")
+                    kept_bytes += size if outputs is not None else 0
+                    items[event["key"]]["cases"][event["case"]] = {
+                        "outputs": outputs, "error": error, "error_type": event.get("error_type", "")[:100],
+                    }
+                elif ev == "done":
+                    stdout = event.get("stdout", "")
+                    finished = True
+                    break
+        finally:
+            cpu_total += child.cpu_seconds()
+            status = child.kill()
         peak_mb = max(peak_mb, child.peak_mb)
         if finished:
             break

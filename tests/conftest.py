@@ -15,7 +15,7 @@ import students as demo_students  # noqa: E402
 
 from autograder.config import load_course  # noqa: E402
 
-FAST_LIMITS = {"cell_seconds": 8, "notebook_seconds": 60, "item_seconds": 4}
+FAST_LIMITS = {"cell_seconds": 4, "notebook_seconds": 60, "item_seconds": 4}
 
 
 def fast_course_file(tmp: Path) -> Path:

@@ -25,13 +25,12 @@ MARK = f"agw-{uuid.uuid4().hex[:8]}"
 NAME = "agw" + MARK[-8:]  # a process name (at most 15 characters) that only this test's threats take
 SET_NAME = f"import ctypes\nctypes.CDLL(None).prctl(15, b'{NAME}')\n"
 ITEMS = {"scaled_dot_product_attention": 4, "causal_mask": 1, "padding_mask": 1, "attention_flops": 1, "quiz_sqrt_dk": 1}
-as_root = pytest.mark.skipif(os.geteuid() != 0, reason="namespaces, mounts and the user switch need root")
 
 # name: (edits, the item(s) that must get 0 or None, a phrase its message or a cell problem must contain)
 THREATS = {
     "loop_in_function": ({"attention_flops": "def attention_flops(a, b, c, d):\n    while True:\n        pass\n"},
-                         "attention_flops", "wall time"),
-    "loop_at_top_level": ({"+x": "while True:\n    pass\n"}, None, "wall time"),
+                         "attention_flops", "CPU time"),
+    "loop_at_top_level": ({"+x": "while True:\n    pass\n"}, None, "CPU time"),
     "memory_bomb": ({"+x": "hog = bytearray(10**11)\n"}, None, "MemoryError"),
     "memory_bomb_in_function": ({"causal_mask": "def causal_mask(size, device=None):\n"
                                  "    return [bytearray(2 * 10**9) for _ in range(10)]\n"}, "causal_mask", ""),
@@ -49,7 +48,7 @@ THREATS = {
     "ignores_sigterm": ({"+x": "import signal\nfor s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):\n"
                          "    signal.signal(s, signal.SIG_IGN)\n",
                          "attention_flops": "def attention_flops(a, b, c, d):\n    while True:\n        pass\n"},
-                        "attention_flops", "wall time"),
+                        "attention_flops", "CPU time"),
     "segfault": ({"+x": "import ctypes\nctypes.string_at(0)\n"}, None, "SIGSEGV"),
     "c_stack_overflow": ({"+x": "import sys\nsys.setrecursionlimit(10**8)\nnest = []\nfor _ in range(10**7):\n"
                           "    nest = [nest]\nrepr(nest)\n"}, None, ""),
@@ -62,11 +61,10 @@ THREATS = {
     "huge_output": ({"causal_mask": "def causal_mask(size, device=None):\n    return torch.ones(5000, 5000, dtype=torch.float64)\n"},
                     "causal_mask", "larger than any expected output"),
     "prints_100mb": ({"+x": "for _ in range(100):\n    print('x' * 2**20)\n"}, None, ""),
-    "reads_secrets": ({"+x": f"import glob\nfound = []\nfor p in ['{ROOT}/solutions', '{ROOT}/autograder/hidden', '{ROOT}/.cache']:\n"
+    "reads_secrets": ({"+x": f"import glob, os\nfound = []\nfor p in ['{ROOT}/solutions', '{ROOT}/autograder/hidden', '{ROOT}/.cache', '{ROOT}/.git']:\n"
                        "    found += glob.glob(p + '/**/*', recursive=True)\n"
-                       f"seed = open('{ROOT}/course.yml').read()\n"
-                       "assert not found and 'hidden_seed' not in seed, 'secrets visible'\n"
-                       "open('/secrets-" + MARK + "', 'w')\n"}, None, "PermissionError"),
+                       f"assert not found and not os.path.exists('{ROOT}/course.yml'), 'secrets visible'\n"
+                       "open('/secrets-" + MARK + "', 'w')\n"}, None, "Read-only file system"),
     "writes_outside": ({"+x": f"import os\nfor p in ['{ROOT}/{MARK}', '/tmp/{MARK}', '/dev/shm/{MARK}', '/var/tmp/{MARK}']:\n"
                         "    try:\n        open(p, 'w').write('x')\n    except OSError:\n        pass\n"
                         f"open('{ROOT}/autograder/compare.py', 'a').write('# pwned')\n"}, None, ""),
@@ -111,7 +109,6 @@ def _messages(detail: dict) -> str:
     return "\n".join(parts)
 
 
-@as_root
 @pytest.mark.parametrize("threat", list(THREATS))
 def test_threat_costs_only_its_item(hostile, threat):
     """Does the threatened item get 0 with a clear reason, while every other item is still graded in full?"""
@@ -125,7 +122,6 @@ def test_threat_costs_only_its_item(hostile, threat):
     assert phrase in _messages(detail), _messages(detail)
 
 
-@as_root
 def test_honest_student_and_gradebook_untouched(hostile):
     """Is the honest student in the same batch graded in full, and is the gradebook intact?"""
     assert float(hostile["rows"]["zz_honest"]["total"]) == sum(ITEMS.values())
@@ -133,7 +129,6 @@ def test_honest_student_and_gradebook_untouched(hostile):
     assert hostile["summary"]["graded"] == len(THREATS) + 1
 
 
-@as_root
 def test_nothing_outside_the_sandbox_changed(hostile):
     """Did no submission leave a file behind, change the course, or leave a process running?"""
     assert not hostile["tree_changed"]
@@ -144,11 +139,12 @@ def test_nothing_outside_the_sandbox_changed(hostile):
     assert left == [], f"processes of the hostile submissions still running: {left}"
 
 
-@as_root
 def test_sandbox_reports_its_protections(hostile):
     """Does each result say which protections were in force (all of them, as root)?"""
     features = hostile["details"]["zz_honest"]["sandbox"]
-    assert features == {"pid_namespace": True, "network": True, "mounts": True, "user": "nobody"}
+    assert features["root"] == "allow-list"
+    assert set(features["namespaces"]) >= {"ipc", "mount", "net", "pid", "uts"}
+    assert features["user"] == ("nobody" if os.geteuid() == 0 else "unprivileged (no capabilities)")
 
 
 def test_printing_is_capped(hostile):
@@ -158,10 +154,25 @@ def test_printing_is_capped(hostile):
     assert len(json.dumps(detail)) < 2 * 2**20
 
 
-@as_root
-def test_course_under_tmp_stays_visible_to_the_sandbox(tmp_path, demo_class):
-    """When the course itself lives under /tmp (which each sandbox covers with a fresh tmpfs), can the
-    sandbox still import the grader's modules and check a notebook?"""
+PROBE = """
+import json, sys
+from autograder import reference
+from autograder.config import load_course
+from autograder.worker import Pool
+probe = ("import os, autograder\\n"
+         "assert os.path.exists(os.path.join(os.path.dirname(autograder.__file__), 'exercise.py')), 'package hidden'\\n"
+         "assert os.listdir(os.path.join(os.path.dirname(autograder.__file__), 'hidden')) == [], 'hidden visible'\\n"
+         "assert not os.path.exists(os.path.join(os.path.dirname(os.path.dirname(autograder.__file__)), 'course.yml'))\\n")
+job = {"cells": [{"index": 0, "source": probe}], "skip": [], "items": [],
+       "limits": reference.limits_dict(load_course())}
+with Pool(1, []) as pool:
+    print(json.dumps(pool.run(job)))
+"""
+
+
+def test_course_under_tmp_stays_visible_to_the_sandbox(tmp_path):
+    """When the course itself lives under /tmp (which each sandbox covers with a fresh tmpfs), does the
+    sandbox still import the grader's public modules, and still not see the rest of the course?"""
     import shutil
     import sys
 
@@ -170,12 +181,9 @@ def test_course_under_tmp_stays_visible_to_the_sandbox(tmp_path, demo_class):
     for part in ("autograder", "solutions", "weeks"):
         shutil.copytree(ROOT / part, course / part, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "course.yml", course / "course.yml")
-    probe = ("import os, autograder\n"
-             "assert os.path.exists(os.path.join(os.path.dirname(autograder.__file__), 'exercise.py')), 'package hidden'\n")
-    demo_students.write_class(tmp_path / "cls", {"probe": {D06: {"*": "solution", "+probe": probe}}})
-    notebook = tmp_path / "cls" / "probe" / "week1" / f"{D06}.ipynb"
-    res = subprocess.run([sys.executable, "-m", "autograder", "check", str(notebook), "--json"], cwd=course,
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    result = json.loads(res.stdout)["result"]
-    assert result["cell_problems"] == [] and result["sandbox"]["mounts"]
+    res = subprocess.run([sys.executable, "-c", PROBE], cwd=course, capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, PYTHONPATH=str(course)))
+    assert res.returncode == 0, res.stderr[-2000:]
+    result = json.loads(res.stdout.splitlines()[-1])
+    assert result["cells"]["0"] == {"status": "ok", "error": ""}, result["cells"]
+    assert result["features"]["root"] == "allow-list"
