@@ -17,7 +17,7 @@ $(STAMP): requirements.txt pyproject.toml
 demo: $(STAMP)
 	$(PY) demo/students.py demo/submitted
 	$(PY) -m autograder grade demo/submitted --out demo/out
-	@echo; column -s, -t < demo/out/gradebook.csv
+	@echo; $(PY) -m autograder summary demo/out
 
 test: $(STAMP)
 	$(PY) -m pytest -q

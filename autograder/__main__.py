@@ -1,4 +1,5 @@
-"""Command line: python -m autograder {build,normalize,check,grade,release,gradescope,import,manual,finalize}."""
+"""Command line: python -m autograder {build,normalize,check,grade,report,summary,release,gradescope,import,
+manual,finalize}."""
 from __future__ import annotations
 
 import argparse
@@ -39,6 +40,9 @@ def main(argv=None) -> int:
     p.add_argument("out", type=Path)
     p.add_argument("--workers", type=int, default=0, help="parallel processes (default: all cores)")
 
+    p = sub.add_parser("summary", help="print each student's points per notebook from OUT/gradebook.csv")
+    p.add_argument("out", type=Path)
+
     _add_integration_commands(sub)
 
     args = parser.parse_args(argv)
@@ -63,6 +67,8 @@ def main(argv=None) -> int:
             return _grade(course, args)
         elif args.command == "report":
             return _report(course, args)
+        elif args.command == "summary":
+            return _summary(course, args)
         elif args.command in INTEGRATION_COMMANDS:
             return INTEGRATION_COMMANDS[args.command](course, args)
     except ConfigError as exc:
@@ -136,6 +142,50 @@ def _report(course, args) -> int:
     finally:
         book.close()
     print(f"feedback pages: {args.out / 'feedback'}; class report: {args.out / 'report.html'}")
+    return 0
+
+
+def _summary(course, args) -> int:
+    """Points per notebook for each student (the gradebook has one column per item: too wide to read)."""
+    import csv
+
+    path = args.out / "gradebook.csv"
+    if not path.exists():
+        print(f"error: {path}: no gradebook here; run grade first", file=sys.stderr)
+        return 2
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+
+    def number(text) -> float:
+        try:
+            return float(text or 0)
+        except ValueError:
+            return 0.0
+
+    def fmt(x: float) -> str:
+        return f"{round(x, 2):g}"
+
+    late = bool(rows) and "late_penalty" in rows[0]
+    header = ["student"] + [f"{nb.id.split('_')[0]} /{fmt(sum(i.points for i in nb.items if not i.extra_credit))}"
+                            for nb in course.notebooks]
+    header += ["late"] if late else []
+    header.append(f"total /{fmt(sum(i.points for nb in course.notebooks for i in nb.items if not i.extra_credit))}")
+    table = [header]
+    for row in rows:
+        line = [row.get("student_id", "")]
+        line += [fmt(sum(number(row.get(i.id)) for i in nb.items)) for nb in course.notebooks]
+        penalty = number(row.get("late_penalty")) if late else 0.0
+        line += [f"-{fmt(penalty)}" if penalty else "0"] if late else []
+        line.append(fmt(number(row.get("total"))))
+        table.append(line)
+    widths = [max(len(r[c]) for r in table) for c in range(len(header))]
+    for r in table:
+        print("  ".join(r[0].ljust(widths[0]) if c == 0 else r[c].rjust(widths[c]) for c in range(len(r))).rstrip())
+    print(f"\n{len(rows)} student(s); points per notebook (extra credit included), out of its maximum.")
+    print(f"Points per item: {path}")
+    for what, where in (("feedback pages", args.out / "feedback"), ("class report", args.out / "report.html")):
+        if where.exists():
+            print(f"{what[0].upper()}{what[1:]}: {where}")
     return 0
 
 

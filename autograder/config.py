@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 import types
@@ -19,6 +20,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+WEEK_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+RESERVED_PREFIXES = ("test_", "reuse_")
+"""grade_id prefixes of the notebooks' test cells and reuse cells: no item id may start with them."""
 
 
 class ConfigError(ValueError):
@@ -215,11 +219,12 @@ def _convert(hint, value, where: str, path: Path):
             raise ConfigError(f"{path}: {where} should be true or false, got {value!r}")
         return value
     if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path}: {where} should be an integer, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{path}: {where} should be a non-negative integer, got {value!r}")
         return value
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                or value < 0):
             raise ConfigError(f"{path}: {where} should be a non-negative number, got {value!r}")
         return float(value)
     if hint is str:
@@ -246,27 +251,83 @@ def _datetime(value, where: str, path: Path) -> datetime:
     return value
 
 
-def load_course(path: str | os.PathLike | None = None) -> Course:
-    """Read and validate course.yml (default: the repository's own)."""
-    path = Path(path) if path else ROOT / "course.yml"
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key written twice in one mapping (YAML would keep the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            try:
+                key = self.construct_object(key_node, deep=True)
+                hash(key)
+            except Exception:  # noqa: BLE001 - an unhashable key: let construct_mapping say so
+                continue
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping (first on line {seen[key] + 1})",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def _read_yaml(path: Path):
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: not found; run from the course repository or pass --course") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        # e.g. a timestamp YAML recognizes but cannot build (2026-13-45): ValueError from datetime
+        raise ConfigError(f"{path}: not valid YAML: {type(exc).__name__}: {exc}") from None
+
+
+def load_course(path: str | os.PathLike | None = None) -> Course:
+    """Read and validate course.yml (default: the repository's own).
+
+    This checks course.yml on its own; `autograder.crosscheck.check_course_files`
+    checks it against the solution notebooks, exercises/ and hidden/ (the command
+    line does both).
+    """
+    path = Path(path) if path else ROOT / "course.yml"
+    data = _read_yaml(path)
     course = _build(Course, data, "course", path)
     for name in ("penalty_per_day", "max_penalty"):
         if getattr(course.late, name) > 1:
             raise ConfigError(f"{path}: course.late.{name} is a fraction of the points, between 0 and 1; "
                               f"got {getattr(course.late, name)!r}")
-    weeks, seen = [], set()
+    for f in dataclasses.fields(Limits):
+        if getattr(course.grading.limits, f.name) <= 0:
+            raise ConfigError(f"{path}: course.grading.limits.{f.name} should be more than 0, "
+                              f"got {getattr(course.grading.limits, f.name)!r}")
+    weeks, seen, week_ids, nb_ids = [], set(), set(), set()
     for week in course.weeks:
+        if not WEEK_RE.match(week.id):
+            raise ConfigError(f"{path}: week id {week.id!r} is not a folder name (letters, digits, _ . -)")
+        if week.id in week_ids:
+            raise ConfigError(f"{path}: week id {week.id!r} appears twice")
+        week_ids.add(week.id)
         nbs = []
         for nb in week.notebooks:
+            if not ID_RE.match(nb.id):
+                raise ConfigError(f"{path}: notebook id {nb.id!r} in {week.id} is not a Python identifier "
+                                  "(it names autograder/exercises/<id>.py)")
+            if nb.id in nb_ids:
+                raise ConfigError(f"{path}: notebook id {nb.id!r} appears twice; ids are unique across the course")
+            nb_ids.add(nb.id)
             for it in nb.items:
                 if not ID_RE.match(it.id):
                     raise ConfigError(f"{path}: item id {it.id!r} in {nb.id} is not a Python identifier")
+                if it.id.startswith(RESERVED_PREFIXES):
+                    raise ConfigError(f"{path}: item id {it.id!r} in {nb.id} starts with "
+                                      f"{it.id.split('_')[0]}_, which marks the notebooks' "
+                                      f"{'test' if it.id.startswith('test_') else 'reuse'} cells; rename it")
                 if it.id in seen:
                     raise ConfigError(f"{path}: item id {it.id!r} appears twice; ids are unique across the course")
                 seen.add(it.id)

@@ -182,6 +182,100 @@ def public_path(notebook_id: str) -> Path:
     return PUBLIC_DIR / f"{notebook_id}.agw"
 
 
+KEY_RTOL = {"float64": 1e-12, "complex128": 1e-12, "float32": 1e-5, "complex64": 1e-5, "float16": 4e-3}
+"""How far a stored key's floats may be from a fresh computation and still be the same key, by dtype.
+
+Floats differ in their last bits between machines (BLAS blocking, SIMD exp/log,
+summation order), so two computations of one key agree only up to rounding.
+Within an array the tolerance is relative to the array's largest entry
+(|a - b| <= rtol * max(|a|, |b|) over the array), since a different summation order moves an
+entry near zero by the rounding of the largest terms, not of the entry itself.
+float64 values that are all float32 numbers, not all whole (a float32 result cast up, such as
+`loss.item()`), get the float32 tolerance.
+Everything else (structure, names, strings, integers, dtypes, shapes, which
+entries are nan or inf) must be equal."""
+
+
+def key_differences(a, b, where: str = "key", limit: int = 10) -> list[str]:
+    """Where two keys differ beyond rounding (empty when they are the same key; see KEY_RTOL)."""
+    out: list[str] = []
+    _differences(a, b, where, out, limit)
+    return out
+
+
+def same_key(a, b) -> bool:
+    """Do two keys (e.g. the committed public key and a fresh one) agree up to rounding?"""
+    return not key_differences(a, b, limit=1)
+
+
+def _rtol(dtype: str, *arrays: np.ndarray) -> float:
+    if dtype == "float64" and _cast_up_float32(*arrays):
+        return KEY_RTOL["float32"]
+    return KEY_RTOL[dtype]
+
+
+def _cast_up_float32(*arrays: np.ndarray) -> bool:
+    """Are these (finite) float64 values float32 results cast up? Whole numbers are not taken as such."""
+    if all(np.array_equal(x, np.round(x)) for x in arrays):
+        return False
+    with np.errstate(over="ignore"):
+        return all(np.array_equal(x.astype(np.float32).astype(np.float64), x) for x in arrays)
+
+
+def _close_arrays(a: np.ndarray, b: np.ndarray) -> bool:
+    if a.dtype.kind not in "fc":
+        return np.array_equal(a, b)
+    finite_a, finite_b = np.isfinite(a), np.isfinite(b)
+    if not np.array_equal(finite_a, finite_b):
+        return False
+    if not np.array_equal(a[~finite_a], b[~finite_b], equal_nan=True):
+        return False
+    a, b = a[finite_a], b[finite_b]
+    if a.size == 0:
+        return True
+    with np.errstate(over="ignore", invalid="ignore"):
+        scale = max(float(np.max(np.abs(a))), float(np.max(np.abs(b))))
+        tiny = float(np.finfo(a.dtype).tiny)  # all-zero arrays: a denormal apart is still rounding
+        return bool(np.all(np.abs(a - b) <= _rtol(str(a.dtype), a, b) * scale + tiny))
+
+
+def _differences(a, b, where: str, out: list[str], limit: int) -> None:
+    if len(out) >= limit:
+        return
+    if type(a) is not type(b) and not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)):
+        out.append(f"{where}: {type(a).__name__} != {type(b).__name__}")
+    elif isinstance(a, wire.Tensor):
+        if a.requires_grad != b.requires_grad:
+            out.append(f"{where}: requires_grad {a.requires_grad} != {b.requires_grad}")
+        else:
+            _differences(a.array, b.array, where, out, limit)
+    elif isinstance(a, np.ndarray):
+        if a.dtype != b.dtype or a.shape != b.shape:
+            out.append(f"{where}: {a.dtype}{list(a.shape)} != {b.dtype}{list(b.shape)}")
+        elif str(a.dtype) in KEY_RTOL or a.dtype.kind not in "fc":
+            if not _close_arrays(a, b):
+                out.append(f"{where}: values differ beyond rounding")
+        elif not np.array_equal(a, b, equal_nan=True):
+            out.append(f"{where}: values differ")
+    elif isinstance(a, dict):
+        if list(a) != list(b):
+            out.append(f"{where}: keys {list(a)} != {list(b)}"[:300])
+        for k in a:
+            if k in b:
+                _differences(a[k], b[k], f"{where}.{k}", out, limit)
+    elif isinstance(a, list):
+        if len(a) != len(b):
+            out.append(f"{where}: {len(a)} entries != {len(b)}")
+        else:
+            for i, (x, y) in enumerate(zip(a, b)):
+                _differences(x, y, f"{where}[{i}]", out, limit)
+    elif isinstance(a, float):
+        if not _close_arrays(np.array([a]), np.array([b])):
+            out.append(f"{where}: {a!r} != {b!r}")
+    elif a != b:
+        out.append(f"{where}: {a!r} != {b!r}"[:200])
+
+
 def load_public(notebook_id: str) -> dict:
     """The public key shipped with the release (public cases and their expected outputs)."""
     path = public_path(notebook_id)

@@ -150,7 +150,8 @@ def worker_peak_mb(workers: int) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--students", type=int, default=12)
+    parser.add_argument("--students", type=int, default=24,
+                        help="class size (default 24, the class the README's figures are for)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--skip-nbgrader", action="store_true", help="skip the slow nbgrader baseline")
