@@ -259,6 +259,7 @@ def grade_all(course: Course, submitted: Path, out: Path, workers: int = 0, prog
             raise GradingError(f"cannot sandbox student code: {why}. To grade trusted notebooks without a "
                                "sandbox, pass --no-sandbox")
     found, problems = discover(course, submitted)
+    _refuse_stale(course, {nb.id: nb for _, nb, _ in found}.values(), root)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -309,6 +310,42 @@ def grade_all(course: Course, submitted: Path, out: Path, workers: int = 0, prog
     book.close()
     return {"graded": len(todo), "unchanged": skipped, "problems": problems,
             "seconds": time.monotonic() - started, "workers": n, "worker_peak_mb": worker_peak}
+
+
+def _refuse_stale(course: Course, notebooks, root: Path) -> None:
+    """Refuse to grade against weeks/ notebooks older than solutions/ (as `release` does).
+
+    A notebook found fresh once is remembered by the digest of both files in .cache/fresh/.
+    Without solutions/ (a grading bundle) there is nothing to compare with.
+    """
+    from .release import ReleaseError, check_built
+
+    if not (root / "solutions").is_dir():
+        return
+    stale = []
+    for nb in notebooks:
+        try:
+            parts = [(root / "solutions" / nb.path).read_bytes(), (root / "weeks" / nb.path).read_bytes()]
+        except OSError:
+            parts = None
+        mark = root / ".cache" / "fresh" / (hashlib.sha256(b"\0".join(parts)).hexdigest()[:32] if parts else "")
+        if parts and mark.is_file():
+            continue
+        stale.append(nb)
+    if not stale:
+        return
+    try:
+        check_built(course, stale, root)
+    except ReleaseError as exc:
+        raise GradingError(str(exc).replace("cannot release", "cannot grade", 1)) from None
+    for nb in stale:
+        parts = [(root / "solutions" / nb.path).read_bytes(), (root / "weeks" / nb.path).read_bytes()]
+        mark = root / ".cache" / "fresh" / hashlib.sha256(b"\0".join(parts)).hexdigest()[:32]
+        try:
+            mark.parent.mkdir(parents=True, exist_ok=True)
+            mark.touch()
+        except OSError:
+            pass  # a read-only course: check again next time
 
 
 def _add_injections(course: Course, nb: Notebook, key: dict, root: Path) -> None:

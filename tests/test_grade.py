@@ -193,3 +193,43 @@ def test_no_pages_then_report(fast_course, demo_class, tmp_path):
     assert res.returncode == 0, res.stderr
     assert "the scores are not scaled" in (out / "feedback" / "cleo_no_scaling.html").read_text()
     assert (out / "report.html").exists()
+
+
+def test_changed_points_are_regraded(demo_class, tmp_path):
+    """After an instructor changes an item's points in course.yml, does `grade` regrade and show the new points
+    (instead of "0 graded, all unchanged" with the old ones)?"""
+    import yaml
+
+    from autograder.config import load_course
+    from conftest import fast_course_file
+
+    path = fast_course_file(tmp_path)
+    cls = copy_class(demo_class, tmp_path / "cls", ["ada_complete"])
+    out = tmp_path / "out"
+    grade.grade_all(load_course(path), cls, out, workers=1, progress=None, pages=False)
+    assert float(gradebook_rows(out)["ada_complete"]["causal_mask"]) == 1
+    data = yaml.safe_load(path.read_text())
+    for week in data["weeks"]:
+        for nb in week["notebooks"]:
+            for item in nb["items"]:
+                if item["id"] == "causal_mask":
+                    item["points"] = 3
+    path.write_text(yaml.safe_dump(data))
+    again = grade.grade_all(load_course(path), cls, out, workers=1, progress=None, pages=False)
+    assert again["graded"] >= 1
+    assert float(gradebook_rows(out)["ada_complete"]["causal_mask"]) == 3
+
+
+def test_stale_weeks_refuse_to_grade(tmp_path, demo_class):
+    """When weeks/ is older than solutions/, does `grade` refuse with exit 2 and say to run build?"""
+    course = tmp_path / "course"
+    for part in ("autograder", "solutions", "weeks"):
+        shutil.copytree(ROOT / part, course / part, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "course.yml", course / "course.yml")
+    release = course / "weeks" / "week1" / f"{D06}.ipynb"
+    release.write_text(release.read_text().replace("Scaled", "Scaled (old)", 1))
+    cls = copy_class(demo_class, tmp_path / "cls", ["ada_complete"])
+    res = subprocess.run([sys.executable, "-m", "autograder", "grade", str(cls), "--out", str(tmp_path / "o")],
+                         capture_output=True, text=True, cwd=course, env={**__import__("os").environ, "PYTHONPATH": str(course)})
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "cannot grade" in res.stderr and "autograder build" in res.stderr and "Traceback" not in res.stderr
