@@ -4,13 +4,18 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from autograder.config import ROOT
 
 SCRIPT = """
+import sys
+from autograder import jail
+jail.enter(jail.wanted_mode())
 import threading, torch
 from autograder.worker import preload, run_job
-preload()
-job = {"cells": [{"index": 0, "source": "x = 1"}], "skip": [], "items": [], "hide": [],
+preload([])
+job = {"cells": [{"index": 0, "source": "x = 1"}], "skip": [], "items": [],
        "limits": {"cell_seconds": 10, "notebook_seconds": 20, "item_seconds": 10, "memory_mb": 4096,
                   "processes": 64, "file_mb": 64, "output_kb": 64, "cpu_seconds": 60}}
 for _ in range(3):
@@ -25,10 +30,13 @@ print("healthy", seen, result["features"])
 
 
 def test_worker_keeps_working_after_forking_sandboxes():
-    """After several sandboxes in fresh PID namespaces, can the worker still fork, start threads and use torch?"""
-    res = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    """After several sandboxes in fresh PID namespaces, can a jailed worker still fork, start threads and use torch?"""
+    import os
+
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    res = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, cwd="/", timeout=300, env=env)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert "healthy [1]" in res.stdout
+    assert "healthy [1]" in res.stdout and "'root': 'allow-list'" in res.stdout, res.stdout
 
 
 PROBE = r'''
@@ -134,3 +142,82 @@ def test_no_reference_before_its_item_is_graded(tmp_path):
     assert "FOUND" not in text and "Permission" not in text, text[:3000]
     assert text.count("clean") >= len(order), text[:4000]
     assert all(i["score"] == 0 for i in detail["items"]), [(i["id"], i["score"]) for i in detail["items"]]
+
+
+def _protocol():
+    from autograder.worker import Protocol
+
+    items = [{"key": "a", "needs": False, "case_names": {"c1", "c2"}}, {"key": "b", "needs": True, "case_names": {"c"}}]
+    return Protocol([0, 2], items, 1024)
+
+
+def _feed(protocol, *events):
+    from autograder import wire
+
+    for event in events:
+        protocol.check(wire.encode(event))
+
+
+HONEST = [{"ev": "ready"}, {"ev": "cell", "index": 0, "status": "start"},
+          {"ev": "cell", "index": 0, "status": "ok", "error": ""},
+          {"ev": "cell", "index": 2, "status": "start"}, {"ev": "cell", "index": 2, "status": "error", "error": "E"},
+          {"ev": "item", "key": "a", "status": "start"},
+          {"ev": "case", "key": "a", "case": "c1", "outputs": {"y": 1.0}, "error": "", "error_type": ""},
+          {"ev": "item", "key": "a", "status": "retry"}, {"ev": "item", "key": "a", "status": "start"},
+          {"ev": "case", "key": "a", "case": "c1", "outputs": None, "error": "E", "error_type": "E"},
+          {"ev": "item", "key": "a", "status": "end"},
+          {"ev": "item", "key": "b", "status": "start"}, {"ev": "need", "key": "b"},
+          {"ev": "item", "key": "b", "status": "killed", "error": "slow"}, {"ev": "done", "stdout": "hi"}]
+
+
+def test_protocol_accepts_an_honest_sandbox():
+    """Does the worker's protocol check accept every event an honest sandbox sends, retries included?"""
+    _feed(_protocol(), *HONEST)
+
+
+@pytest.mark.parametrize("forged", [
+    {"ev": "sandbox", "features": {"user": "root"}},           # a claim about protections: unknown kind
+    {"ev": "cell", "index": [1], "status": "start"},           # a malformed index
+    {"ev": "cell", "index": 1, "status": "start"},             # a cell that is not in the job
+    {"ev": "case", "key": "a", "case": "c1", "outputs": None, "error": "", "error_type": ""},  # outside its item
+    {"ev": "done", "stdout": ""},                              # done before the items
+    {"ev": "ready"},                                           # a second ready
+    {"ev": "item", "key": "b", "status": "start"},             # out of order
+    {"ev": "need", "key": "a"},                                # references for an item that needs none
+    {"ev": "cell", "index": 0, "status": "start", "extra": 1},  # an unknown field
+    {"ev": "cell", "index": 0, "status": "ok", "error": "x"},  # ends a cell that never started
+])
+def test_protocol_refuses_forged_events(forged):
+    """Is each forged or malformed event (after `ready`) refused as a protocol violation, never believed?"""
+    from autograder.worker import Violation
+
+    protocol = _protocol()
+    _feed(protocol, {"ev": "ready"})
+    with pytest.raises(Violation):
+        _feed(protocol, forged)
+
+
+def test_protocol_refuses_a_case_twice_and_unknown_cases():
+    """Can a sandbox report a case twice, or a case the job does not have (say, to plant outputs)?"""
+    from autograder.worker import Violation
+
+    start = HONEST[:6]
+    case = {"ev": "case", "key": "a", "case": "c1", "outputs": None, "error": "", "error_type": ""}
+    protocol = _protocol()
+    _feed(protocol, *start, case)
+    with pytest.raises(Violation):
+        _feed(protocol, case)
+    protocol = _protocol()
+    _feed(protocol, *start)
+    with pytest.raises(Violation):
+        _feed(protocol, dict(case, case="hidden-1"))
+
+
+def test_protocol_refuses_oversized_events():
+    """Is a cell event padded to megabytes refused, before it is stored?"""
+    from autograder.worker import Violation
+
+    protocol = _protocol()
+    _feed(protocol, {"ev": "ready"}, {"ev": "cell", "index": 0, "status": "start"})
+    with pytest.raises(Violation):
+        _feed(protocol, {"ev": "cell", "index": 0, "status": "ok", "error": "x" * 200_000})
