@@ -94,6 +94,7 @@ def key_digest(course: Course, nb: Notebook, root: Path = ROOT) -> str:
         (package / "exercises" / f"{nb.id}.py").read_bytes(),
         (package / "hidden" / f"{nb.id}.py").read_bytes(),
         (package / "exercise.py").read_bytes(),
+        (package / "sandbox.py").read_bytes(),  # how cases are run (seeds, forks) shapes the outputs
         f"{course.grading.public_seed}:{course.grading.hidden_seed}".encode(),
         _versions().encode(),
     ):
@@ -116,7 +117,7 @@ def compute_key(course: Course, nb: Notebook, run: Runner, root: Path = ROOT) ->
         for m in hidden.MISTAKES.get(item.id, []):
             items.append({"key": f"{item.id}:{m.name}", "id": item.id, "notebook": nb.id,
                           "cases": cases[item.id], "variant": m.name})
-    job = {"cells": solution_cells(nb, root), "skip": [], "items": items, "limits": limits_dict(course), "hide": []}
+    job = {"cells": solution_cells(nb, root), "skip": [], "items": items, "limits": limits_dict(course)}
     result = run(job)
     if "fatal" in result:
         raise ReferenceError_(f"{nb.id}: the grader failed on the reference: {result['fatal']}")
