@@ -14,6 +14,8 @@ from pathlib import Path
 from . import compare, reference
 from .config import ROOT, ConfigError, load_course
 
+INTERNAL = "this is a problem of the checker, not of your {what}; please tell the instructor"
+
 
 class CheckFailed(AssertionError):
     """Raised by `check` when a public case fails, so that nbgrader's test cell fails too.
@@ -27,6 +29,16 @@ class CheckFailed(AssertionError):
 
     def _render_traceback_(self):
         return self.text.splitlines()
+
+
+class CheckError(Exception):
+    """The check could not run (a wrong argument, or a problem of the checker itself).
+
+    In Jupyter it shows the message only, never a traceback of the checker's own code.
+    """
+
+    def _render_traceback_(self):
+        return str(self).splitlines()
 
 
 class CheckReport:
@@ -95,14 +107,29 @@ def check(obj, item: str | None = None) -> CheckReport:
     """Check one exercise on its public cases: `check(scaled_dot_product_attention)`.
 
     For a quiz, pass the id: `check(quiz_sqrt_dk, item="quiz_sqrt_dk")`.
-    Raises CheckFailed (an AssertionError) when a case fails.
+    Raises CheckFailed (an AssertionError) when a case fails, and CheckError when the
+    check cannot run (an unknown item, or a problem of the checker).
     """
+    item_id = item or getattr(obj, "__name__", None)
+    if not isinstance(item_id, str):
+        raise CheckError("check(obj) needs a function or class; for a quiz answer use check(answer, item='quiz_id')")
+    try:
+        report = _check(obj, item_id)
+    except ConfigError as exc:
+        raise CheckError(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - the student's own errors are caught per case, in _check
+        raise CheckError(f"check({item_id}) could not run ({type(exc).__name__}: {exc}); "
+                         + INTERNAL.format(what="code")) from None
+    if not report.passed:
+        raise CheckFailed(report.text())
+    _show(report)
+    return None
+
+
+def _check(obj, item_id: str) -> CheckReport:
     from .exercise import exercises
     from .sandbox import _describe_error, _fresh, _plain_outputs, _safe_type_name
 
-    item_id = item or getattr(obj, "__name__", None)
-    if not isinstance(item_id, str):
-        raise TypeError("check(obj) needs a function or class; for a quiz answer use check(answer, item='quiz_id')")
     course = load_course()
     nb, _ = course.item(item_id)
     ik = reference.load_public(nb.id)[item_id]
@@ -115,12 +142,7 @@ def check(obj, item: str | None = None) -> CheckReport:
         except Exception as exc:  # noqa: BLE001 - the student's code may raise anything
             got.update(error=_describe_error(exc), error_type=_safe_type_name(exc))
         raw[ck["name"]] = got
-    results = compare.judge_item(item_id, ik, raw, 1.0 / max(1, len(ik["cases"])))
-    report = CheckReport(item_id, results)
-    if not report.passed:
-        raise CheckFailed(report.text())
-    _show(report)
-    return None
+    return CheckReport(item_id, compare.judge_item(item_id, ik, raw, 1.0 / max(1, len(ik["cases"]))))
 
 
 def _show(report: CheckReport) -> None:
@@ -144,17 +166,42 @@ def find_notebook(course, path: Path):
 
 
 def check_notebook(path: Path, as_json: bool = False, out=sys.stdout) -> int:
-    """Execute a notebook in the sandbox and judge it on the public cases. Exit code 0 when all pass."""
+    """Execute a notebook in the sandbox and judge it on the public cases.
+
+    Exit code 0 when all pass, 1 when some fail, 2 when the notebook cannot be read or the
+    checker itself fails: then a message naming the file, never a traceback.
+    """
+    from .notebook import NotebookError
+    from .reference import ReferenceError_
+    from .source import SourceError
+
+    try:
+        return _check_notebook(Path(path), as_json, out)
+    except (ConfigError, ReferenceError_, SourceError):
+        raise  # the command line explains these (a wrong file name, or the course's own problem)
+    except NotebookError as exc:
+        message = str(exc)
+    except Exception as exc:  # noqa: BLE001 - whatever goes wrong, a message, not a traceback
+        message = f"{path}: the check could not run ({type(exc).__name__}: {exc}); " + INTERNAL.format(what="notebook")
+    print(f"error: {message}", file=sys.stderr)
+    if as_json:
+        json.dump({"notebook": Path(path).stem, "passed": False, "error": message}, out, indent=2)
+        out.write("\n")
+    return 2
+
+
+def _check_notebook(path: Path, as_json: bool, out) -> int:
     from . import grade, notebook
     from .worker import run_job
 
     course = load_course()
     nb = find_notebook(course, path)
+    notebook.read(path)  # an unreadable notebook is the student's to fix: say so before running anything
     release_path = ROOT / "weeks" / nb.path
     keys = {nb.id: reference.load_public(nb.id)}
     # No preload: this process forks one sandbox, which imports only what the notebook imports.
     run = grade.Run(course, keys, {nb.id: notebook.read(release_path)} if release_path.exists() else {},
-                    run_job, [], "")
+                    run_job, "")
     sub = grade.Submission("you", nb, path)
     for step in grade.PIPELINE:
         step(sub, run)

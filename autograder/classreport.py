@@ -28,7 +28,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from .config import Course
-from .gradebook import Gradebook
+from .gradebook import Gradebook, csv_row
 
 CAUSES = ("mistake", "stub", "error", "stopped", "wrong")
 CAUSE_NAMES = {
@@ -162,7 +162,7 @@ def _write(path: Path, text: str) -> None:
 
 def _csv(rows: list[list]) -> str:
     buf = io.StringIO()
-    csv.writer(buf).writerows(rows)
+    csv.writer(buf).writerows(csv_row(row) for row in rows)
     return buf.getvalue()
 
 

@@ -2,7 +2,8 @@
 
 Cells are classified against the course's own release notebook (matched by
 cell id) as well as by their metadata, so a student who edits a test cell, or
-untags a demo, cannot make the grader run it.
+untags a demo, cannot make the grader run it. `read` raises NotebookError, and
+nothing else, on any file content; the accessors accept any JSON.
 """
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from .wire import json_shape_problem
+
 MAX_NOTEBOOK_BYTES = 32 * 1024 * 1024
+MAX_NOTEBOOK_DEPTH = 64
+"""JSON nesting; Jupyter writes 6 or 7 levels, a few more with widget state."""
+MAX_NOTEBOOK_ELEMENTS = 500_000
+"""JSON containers and scalars (each line of source or output is one); about 45 MB once parsed, at worst."""
 DEMO_TAG = "demo"
 
 
@@ -58,6 +65,10 @@ def read(path: Path) -> Notebook:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise NotebookError(f"{path}: not UTF-8 text (byte {exc.start}); save it from Jupyter again") from None
+    problem = json_shape_problem(raw, MAX_NOTEBOOK_DEPTH, MAX_NOTEBOOK_ELEMENTS)
+    if problem:
+        raise NotebookError(f"{path}: not a notebook Jupyter writes (its JSON {problem}); clear large outputs "
+                            "(Kernel > Restart & Clear Output) and save it from Jupyter again")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -65,6 +76,9 @@ def read(path: Path) -> Notebook:
             f"{path}: not valid notebook JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
             "was it edited outside Jupyter? Download it from Jupyter again"
         ) from None
+    except (RecursionError, MemoryError):
+        raise NotebookError(f"{path}: not a notebook Jupyter writes (its JSON nests too deeply or is too large); "
+                            "save it from Jupyter again") from None
     if not isinstance(data, dict) or "cells" not in data and "worksheets" not in data:
         raise NotebookError(f"{path}: JSON but not a Jupyter notebook (no cells)")
     if data.get("nbformat") != 4:
@@ -74,11 +88,9 @@ def read(path: Path) -> Notebook:
         raise NotebookError(f"{path}: the notebook's cells are malformed; save it from Jupyter again")
     seen: set[str] = set()
     for index, cell in enumerate(cells):
-        source = cell.get("source", "")
-        if isinstance(source, list) and all(isinstance(line, str) for line in source):
-            source = "".join(source)
-        if not isinstance(source, str):
-            raise NotebookError(f"{path}: cell {index + 1}'s source is not text")
+        source = _source(cell)
+        if source is None:
+            raise NotebookError(f"{path}: cell {index + 1}'s source is not text; save the notebook from Jupyter again")
         cell["source"] = source
         if not isinstance(cell.get("metadata", {}), dict):
             cell["metadata"] = {}
@@ -99,19 +111,50 @@ def _upgrade(path: Path, text: str) -> dict:
                             f"({type(exc).__name__}: {exc}); open and save it in a current Jupyter") from None
 
 
-def nbgrader_meta(cell) -> dict:
-    meta = cell.get("metadata", {}).get("nbgrader", {})
+# The accessors below take any JSON (a cell that is a list, metadata that is a number, a
+# grade_id that is a dict...) and treat what has the wrong type as absent; they never raise.
+
+def _cells(nb) -> list:
+    cells = nb.get("cells") if isinstance(nb, dict) else None
+    return cells if isinstance(cells, list) else []
+
+
+def _metadata(cell) -> dict:
+    meta = cell.get("metadata") if isinstance(cell, dict) else None
     return meta if isinstance(meta, dict) else {}
+
+
+def _source(cell) -> str | None:
+    """A cell's source as one string ("" when absent); None when it is not text."""
+    source = cell.get("source", "") if isinstance(cell, dict) else None
+    if isinstance(source, list) and all(isinstance(line, str) for line in source):
+        return "".join(source)
+    return source if isinstance(source, str) else None
+
+
+def _cell_id(cell) -> str | None:
+    cell_id = cell.get("id") if isinstance(cell, dict) else None
+    return cell_id if isinstance(cell_id, str) else None
+
+
+def nbgrader_meta(cell) -> dict:
+    meta = _metadata(cell).get("nbgrader")
+    return meta if isinstance(meta, dict) else {}
+
+
+def grade_id(cell) -> str | None:
+    """The cell's nbgrader grade_id, when it is a string."""
+    gid = nbgrader_meta(cell).get("grade_id")
+    return gid if isinstance(gid, str) else None
 
 
 def is_test_cell(cell) -> bool:
     meta = nbgrader_meta(cell)
-    grade_id = str(meta.get("grade_id", ""))
-    return bool(meta.get("grade")) and not meta.get("solution") or grade_id.startswith("test_")
+    return bool(meta.get("grade")) and not meta.get("solution") or (grade_id(cell) or "").startswith("test_")
 
 
 def is_demo_cell(cell) -> bool:
-    tags = cell.get("metadata", {}).get("tags", [])
+    tags = _metadata(cell).get("tags", [])
     return isinstance(tags, list) and DEMO_TAG in tags
 
 
@@ -121,24 +164,23 @@ def cells_to_run(submitted: Notebook, release: Notebook | None) -> list[CodeCell
     A cell is skipped when it is a demo or test cell in the submission, or when
     its id names a demo or test cell of the release.
     """
-    skip_ids = set()
-    if release is not None:
-        skip_ids = {c.get("id") for c in release.cells if is_demo_cell(c) or is_test_cell(c)}
+    skip_ids = {_cell_id(c) for c in _cells(release) if is_demo_cell(c) or is_test_cell(c)} - {None}
     cells = []
-    for index, cell in enumerate(submitted.cells):
-        if cell.get("cell_type") != "code":
+    for index, cell in enumerate(_cells(submitted)):
+        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
             continue
-        if is_demo_cell(cell) or is_test_cell(cell) or cell.get("id") in skip_ids:
+        cell_id = _cell_id(cell)
+        if is_demo_cell(cell) or is_test_cell(cell) or cell_id in skip_ids:
             continue
-        cells.append(CodeCell(index, str(cell.get("id", index)), cell.get("source", "")))
+        cells.append(CodeCell(index, cell_id if cell_id is not None else str(index), _source(cell) or ""))
     return cells
 
 
 def manual_answers(nb: Notebook, manual_ids: set[str]) -> dict[str, str]:
     """Text of the manually graded cells (free-text checkpoints), by grade_id."""
     out = {}
-    for cell in nb.cells:
-        gid = nbgrader_meta(cell).get("grade_id")
-        if gid in manual_ids:
-            out[gid] = cell.get("source", "")
+    for cell in _cells(nb):
+        gid = grade_id(cell)
+        if gid is not None and gid in manual_ids:
+            out[gid] = _source(cell) or ""
     return out

@@ -1,6 +1,7 @@
 """The student's check: in the notebook and from the shell, on public cases only."""
 from __future__ import annotations
 
+import io
 import json
 import re
 import subprocess
@@ -10,7 +11,7 @@ import nbformat
 import pytest
 
 from autograder import check
-from autograder.check import CheckFailed
+from autograder.check import CheckError, CheckFailed, check_notebook
 from autograder.config import ROOT
 
 D06 = "day06_scaled_dot_product_attention"
@@ -119,3 +120,64 @@ def test_cli_check_unknown_notebook(tmp_path):
     path.write_text("{}")
     res = run_cli(path)
     assert res.returncode == 2 and "not a notebook of this course" in res.stderr
+
+
+def copy_of_release(folder, mutate=None):
+    """The Days 6-7 release notebook, changed by `mutate(data)`, under its own name in `folder`."""
+    data = json.loads((ROOT / "weeks" / "week1" / f"{D06}.ipynb").read_text())
+    if mutate:
+        mutate(data)
+    path = folder / f"{D06}.ipynb"
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    return path
+
+
+def test_cli_check_unreadable_notebook_is_a_message(tmp_path):
+    """Does checking a notebook whose JSON nests 100,000 deep exit 2 with a message naming it, no traceback?"""
+    path = tmp_path / f"{D06}.ipynb"
+    path.write_text("[" * 100_000)
+    res = run_cli(path)
+    assert res.returncode == 2 and "Traceback" not in res.stdout + res.stderr
+    assert str(path) in res.stderr and "nests deeper than" in res.stderr and "save it from Jupyter" in res.stderr
+
+
+def test_cli_check_grade_id_list_is_no_crash(tmp_path):
+    """Does the shell check of a notebook whose grade_ids are a list and a dict judge it, without a traceback?"""
+    def mutate(data):
+        data["cells"] = [c for c in data["cells"] if c["cell_type"] != "code"]  # nothing to execute: fast
+        for cell in data["cells"]:
+            if cell["id"] == "checkpoint_sdpa":
+                cell["metadata"]["nbgrader"]["grade_id"] = ["checkpoint_sdpa"]
+        data["cells"][0]["metadata"]["nbgrader"] = {"grade_id": {"id": "checkpoint_sdpa"}}
+
+    res = run_cli(copy_of_release(tmp_path, mutate))
+    assert res.returncode == 1 and "Traceback" not in res.stdout + res.stderr
+    assert "scaled_dot_product_attention is not defined" in res.stdout and "0/5 items pass" in res.stdout
+
+
+def test_check_notebook_internal_error_is_a_message(tmp_path, monkeypatch, capsys):
+    """When the checker itself fails, is it exit 2 and a message naming the file and whose problem it is?"""
+    def broken(notebook_id):
+        raise RuntimeError("the key is gone")
+
+    monkeypatch.setattr("autograder.reference.load_public", broken)
+    path = copy_of_release(tmp_path)
+    out = io.StringIO()
+    assert check_notebook(path, as_json=True, out=out) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "the key is gone" in err and "tell the instructor" in err and "Traceback" not in err
+    assert json.loads(out.getvalue())["passed"] is False
+
+
+def test_check_internal_error_shows_no_traceback(reference_ns, monkeypatch):
+    """In a notebook, does a failure of the checker itself raise CheckError, shown as its message only?"""
+    def broken(*args):
+        raise KeyError("cases")
+
+    monkeypatch.setattr("autograder.compare.judge_item", broken)
+    with pytest.raises(CheckError) as err:
+        check(reference_ns["causal_mask"])
+    assert "check(causal_mask) could not run (KeyError" in str(err.value) and "tell the instructor" in str(err.value)
+    assert err.value._render_traceback_() == str(err.value).splitlines()
+    with pytest.raises(CheckError, match="needs a function or class"):
+        check(3)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 
 import nbformat
 import pytest
@@ -40,6 +41,127 @@ def test_huge_notebook_is_refused(tmp_path, monkeypatch):
     path.write_text(json.dumps({"cells": [], "x": "y" * 2000}))
     with pytest.raises(notebook.NotebookError, match="Clear Output"):
         notebook.read(path)
+
+
+DEEP = json.loads("[" * 200 + "]" * 200)
+
+
+@pytest.mark.parametrize("content", [
+    "[" * 100_000,
+    json.dumps({"nbformat": 4, "cells": [{"cell_type": "code", "source": "", "metadata": {"x": DEEP}}]}),
+    "[" + "{}," * 600_000 + "{}]",
+])
+def test_too_deep_or_too_large_json_is_explained(tmp_path, content):
+    """Is JSON nested very deeply, or made of very many tiny elements, refused with a NotebookError?"""
+    path = tmp_path / "nb.ipynb"
+    path.write_text(content)
+    with pytest.raises(notebook.NotebookError, match="not a notebook Jupyter writes") as err:
+        notebook.read(path)
+    assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("grade_id", [["checkpoint_sdpa"], {"id": "checkpoint_sdpa"}, 7, None])
+def test_grade_id_of_another_type_is_ignored(tmp_path, grade_id):
+    """Is a grade_id that is a list, a dict or a number read as no grade_id, by every accessor?"""
+    data = json.loads(RELEASE.read_text())
+    for cell in data["cells"]:
+        if cell.get("id") in ("checkpoint_sdpa", "test_causal_mask", "causal_mask"):
+            cell["metadata"]["nbgrader"]["grade_id"] = grade_id
+    path = tmp_path / "nb.ipynb"
+    path.write_text(json.dumps(data))
+    nb, release = notebook.read(path), notebook.read(RELEASE)
+    assert notebook.manual_answers(nb, {"checkpoint_sdpa"}) == {}
+    assert notebook.manual_answers(release, {"checkpoint_sdpa"}) != {}
+    run = [c.cell_id for c in notebook.cells_to_run(nb, release)]
+    assert run == [c.cell_id for c in notebook.cells_to_run(release, release)] and "test_causal_mask" not in run
+
+
+@pytest.mark.parametrize("mutate,readable", [
+    (lambda cells: cells[5].update(metadata=["a"]), True),
+    (lambda cells: cells[5].update(metadata={"nbgrader": [1], "tags": {"demo": 1}}), True),
+    (lambda cells: cells[5]["metadata"].update(tags=["demo", {}, 3]), True),
+    (lambda cells: cells[5].update(id=["x"]), True),
+    (lambda cells: cells[5].update(id={"a": 1}, cell_type=7), True),
+    (lambda cells: cells[5].update(source=["def f():\n", 3]), False),
+    (lambda cells: cells.append(["not", "a", "cell"]), False),
+    (lambda cells: cells.append("cell"), False),
+])
+def test_cells_of_wrong_types_are_ignored_or_explained(tmp_path, mutate, readable):
+    """Do metadata, tags, ids and sources of the wrong type read as absent, or give a NotebookError?"""
+    data = json.loads(RELEASE.read_text())
+    mutate(data["cells"])
+    path = tmp_path / "nb.ipynb"
+    path.write_text(json.dumps(data))
+    if not readable:
+        with pytest.raises(notebook.NotebookError, match="save"):
+            notebook.read(path)
+        return
+    nb = notebook.read(path)
+    assert all(isinstance(c["id"], str) and isinstance(c["metadata"], dict) for c in nb.cells)
+    assert notebook.cells_to_run(nb, notebook.read(RELEASE)) and notebook.manual_answers(nb, {"checkpoint_sdpa"})
+
+
+def _mutations(rng, doc):
+    """A copy of a notebook's JSON with a few values replaced, removed or nested deeply, at random places."""
+    values = [None, True, 0, -1, 2.5, "", "test_x", "demo", [], {}, ["demo"], [1, [2]], {"nbgrader": []},
+              {"grade_id": ["checkpoint_sdpa"]}, {"grade": True, "grade_id": {"a": 1}}, json.loads("[" * 90 + "]" * 90)]
+    doc = copy.deepcopy(doc)
+    for _ in range(rng.randint(1, 4)):
+        places, todo = [], [((), doc)]
+        while todo:
+            where, v = todo.pop()
+            places.append(where)
+            items = v.items() if isinstance(v, dict) else enumerate(v) if isinstance(v, list) else ()
+            todo.extend((where + (k,), x) for k, x in items)
+        where, new = rng.choice(places), rng.choice(values)
+        if not where:
+            doc = new
+            continue
+        parent = doc
+        for k in where[:-1]:
+            parent = parent[k]
+        if isinstance(parent, dict) and rng.random() < 0.3:
+            parent.pop(where[-1])
+        elif isinstance(parent, dict) and rng.random() < 0.3:
+            parent[rng.choice(["metadata", "nbgrader", "grade_id", "tags", "id", "source", "cells", "nbformat"])] = new
+        else:
+            parent[where[-1]] = new
+    return doc
+
+
+def test_random_mutations_read_or_give_notebook_error(tmp_path):
+    """On a few hundred random mutations of a real notebook (values, bytes, truncations), does `read` give
+    a notebook or a NotebookError naming the file, and does every accessor then work?"""
+    rng = random.Random(12)
+    text = RELEASE.read_text()
+    base, release = json.loads(text), notebook.read(RELEASE)
+    path = tmp_path / f"{D06}.ipynb"
+    outcomes = {"read": 0, "refused": 0}
+    for _ in range(300):
+        kind = rng.random()
+        if kind < 0.6:
+            path.write_text(json.dumps(_mutations(rng, base)))
+        elif kind < 0.9:
+            data = bytearray(text.encode())
+            for _ in range(rng.randint(1, 5)):
+                i = rng.randrange(len(data))
+                junk = rng.choice([b"[", b"{", b'"', b"\\", b",", b"]", b"\xff", b"null"])
+                data[i:i + rng.randint(0, 20)] = junk * rng.randint(1, 40)
+            path.write_bytes(bytes(data))
+        else:
+            path.write_text(text[:rng.randrange(len(text))])
+        try:
+            nb = notebook.read(path)
+        except notebook.NotebookError as exc:
+            assert str(path) in str(exc)
+            outcomes["refused"] += 1
+            continue
+        outcomes["read"] += 1
+        for cell in nb.cells:
+            notebook.is_test_cell(cell), notebook.is_demo_cell(cell), notebook.grade_id(cell)
+        notebook.cells_to_run(nb, release), notebook.cells_to_run(release, nb), notebook.cells_to_run(nb, None)
+        assert all(isinstance(v, str) for v in notebook.manual_answers(nb, {"checkpoint_sdpa"}).values())
+    assert outcomes["read"] > 30 and outcomes["refused"] > 30
 
 
 def test_old_format_is_upgraded(tmp_path):
