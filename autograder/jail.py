@@ -281,6 +281,10 @@ def enter(mode: str) -> None:
     die_with_parent(grader)
     if mode == "none":
         return
+    threads = len(os.listdir("/proc/self/task"))
+    if threads > 1:
+        raise JailError(0, f"a jail must be entered by a single-threaded process (this one has {threads}); "
+                           "set OPENBLAS_NUM_THREADS=1 before numpy is imported")
     uid, gid = os.getuid(), os.getgid()
     flags = CLONE_NEWNS | CLONE_NEWPID | (CLONE_NEWUSER if mode == "rootless" else 0)
     unshare(flags, "new namespaces for the grading worker")
@@ -322,6 +326,12 @@ def _reap_forever(pid: int) -> None:
     os._exit(os.waitstatus_to_exitcode(status) & 0xFF if os.WIFEXITED(status) else 1)
 
 
+def worker_env() -> dict:
+    """The environment a jailed process starts with: BLAS kept to one thread, since the kernel refuses a
+    new user namespace to a process that already has several threads (numpy starts them on import)."""
+    return dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+
+
 def wanted_mode() -> str:
     return "root" if os.geteuid() == 0 else "rootless"
 
@@ -343,7 +353,7 @@ def unavailable_reason() -> str | None:
     mode = wanted_mode()
     try:
         res = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, timeout=60,
-                             cwd="/")
+                             cwd="/", env=worker_env())
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"the probe could not run ({exc})"
     if res.returncode == 0 and res.stdout.strip() == "ok":

@@ -36,6 +36,9 @@ from . import jail, wire
 
 RUNTIME_FAILED = 70
 """Exit code when the grader's own code in the sandbox fails (usually because the student's code broke it)."""
+ITEM_GRADED = 77
+"""Exit code of an item's fork that graded its item to the end (anything else means it was cut short)."""
+"""Exit code when the grader's own code in the sandbox fails (usually because the student's code broke it)."""
 WALL_FACTOR = 4
 """Wall-clock backstops are this many times the CPU-time limits (plus a little), so load costs no point."""
 
@@ -199,7 +202,7 @@ class Session:
             sys.stdout.flush()
             pid = os.fork()
             if pid == 0:
-                code = 0
+                code = ITEM_GRADED
                 try:
                     # SIGXCPU at the limit, SIGKILL a second later for code that catches it.
                     cpu = max(1, int(math.ceil(seconds)))
@@ -214,7 +217,7 @@ class Session:
                 finally:
                     os._exit(code)
             status, cpu_used, timed_out = _wait(pid, backstop(seconds))
-            if not timed_out and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+            if not timed_out and os.WIFEXITED(status) and os.WEXITSTATUS(status) == ITEM_GRADED:
                 return
             signalled = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
             hit_limit = timed_out or signalled == signal.SIGXCPU or (

@@ -43,6 +43,8 @@ MAX_OUTPUT_BYTES = 128 * 1024 * 1024
 WORKER_MEMORY_MB = 3072
 """Address space a worker may use beyond its sandboxes' own limit."""
 PROTOCOL = "the submission broke the grader's protocol"
+EVENT_LIMITS = wire.Limits(message_bytes=MAX_FRAME, header_bytes=1 << 20, depth=16, elements=40_000, buffers=4096)
+"""Decoding limits for one event from a sandbox (a case's outputs are at most 10,000 values deep 8)."""
 
 
 def preload(notebook_ids: list[str] | None = None) -> None:
@@ -219,7 +221,7 @@ class Protocol:
     def check(self, payload: bytes) -> dict:
         """Decode and check one event; returns it, or raises Violation."""
         try:
-            event = wire.decode(payload)
+            event = wire.decode(payload, EVENT_LIMITS)
         except wire.WireError as exc:
             raise Violation(f"an unreadable event ({exc})") from None
         if type(event) is not dict or type(event.get("ev")) is not str or event["ev"] not in self.KEYS:
@@ -499,9 +501,9 @@ def _read_exact(stream, n: int) -> bytes:
 
 def _read_frame(stream) -> object:
     (size,) = struct.unpack("<Q", _read_exact(stream, 8))
-    if size > wire.MAX_MESSAGE:
+    if size > wire.TRUSTED.message_bytes:
         raise EOFError
-    return wire.decode(_read_exact(stream, size))
+    return wire.decode(_read_exact(stream, size), wire.TRUSTED)  # only between the grader and its workers
 
 
 EXIT_NO_JOB = 9
@@ -617,7 +619,7 @@ class Pool:
             self.idle.put(proc)
 
     def _start(self):
-        env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        env = jail.worker_env()
         return self._subprocess.Popen(
             [sys.executable, "-m", "autograder.worker", self.mode, *self.notebooks], stdin=self._subprocess.PIPE,
             stdout=self._subprocess.PIPE, cwd=self.cwd or "/", env=env,

@@ -75,7 +75,7 @@ def test_hostile_submission_is_contained(graded_demo):
     assert float(row["scaled_dot_product_attention"]) == 0
     assert "subclass of torch.Tensor" in tests["scaled_dot_product_attention: 2d-float64"]["output"]
     assert float(row["causal_mask"]) == 0 and "ended itself" in tests["causal_mask"]["output"]
-    assert float(row["attention_flops"]) == 0 and "wall time" in tests["attention_flops"]["output"]
+    assert float(row["attention_flops"]) == 0 and "CPU time" in tests["attention_flops"]["output"]
     assert float(row["padding_mask"]) == 1 and float(row["quiz_sqrt_dk"]) == 1
     text = (out / "results" / "hal_hostile.json").read_text()
     assert "100/100" not in text

@@ -33,7 +33,9 @@ def test_worker_keeps_working_after_forking_sandboxes():
     """After several sandboxes in fresh PID namespaces, can a jailed worker still fork, start threads and use torch?"""
     import os
 
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    from autograder import jail
+
+    env = dict(jail.worker_env(), PYTHONPATH=str(ROOT))
     res = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, cwd="/", timeout=300, env=env)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "healthy [1]" in res.stdout and "'root': 'allow-list'" in res.stdout, res.stdout
