@@ -8,7 +8,7 @@ holds nothing but, read-only:
 - the interpreter, its standard library and the system's shared libraries;
 - the installed packages (the virtual environment and every site-packages
   folder on `sys.path`);
-- the grader's package, with its `hidden/` folder covered by an empty one;
+- the grader's package, without its `hidden/` folder;
 
 and, writable, a private /tmp, plus /dev's harmless devices and a /proc of its
 own PID namespace. The course root, its .git, solutions/, course.yml, the key
@@ -151,7 +151,11 @@ def _inside(path: str, folder: str) -> bool:
 
 
 def allow_list() -> tuple[list[str], list[str]]:
-    """(paths visible read-only, paths covered by an empty folder), all absolute and resolved."""
+    """(paths visible read-only, paths covered by an empty folder), all absolute and resolved.
+
+    The grader's package is shown file by file, without its hidden/ folder (hidden cases and
+    known mistakes), which then does not exist in the jail at all.
+    """
     real = os.path.realpath
     paths = {real(sys.executable)}
     base = real(sys.base_prefix)
@@ -177,7 +181,8 @@ def allow_list() -> tuple[list[str], list[str]]:
     for lib in SYSTEM_LIBS:
         if os.path.isdir(lib) and not os.path.islink(lib):
             paths.add(lib)
-    paths.add(package_dir())
+    package = package_dir()
+    paths.update(os.path.join(package, name) for name in os.listdir(package) if name != "hidden")
     if os.path.exists("/etc/ld.so.cache"):
         paths.add("/etc/ld.so.cache")
     paths = {p for p in paths if os.path.exists(p) and not _inside(p, "/proc") and not _inside(p, "/dev")}
@@ -185,8 +190,7 @@ def allow_list() -> tuple[list[str], list[str]]:
     for p in sorted(paths, key=lambda p: (p.count("/"), p)):
         if not any(_inside(p, k) for k in kept):
             kept.append(p)
-    hidden = os.path.join(package_dir(), "hidden")
-    return sorted(kept), [hidden] if os.path.isdir(hidden) else []
+    return sorted(kept), []
 
 
 # --- building it --------------------------------------------------------------------------------

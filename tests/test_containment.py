@@ -315,15 +315,8 @@ _allowed |= {_real(p) for p in _sys.path if p.rstrip("/").endswith(("site-packag
 def _under(p, roots):
     return any(p == r or p.startswith(r.rstrip("/") + "/") for r in roots)
 
-def _empty_dir(p):
-    try:
-        return _o.path.isdir(p) and not _o.path.islink(p) and not _o.listdir(p)
-    except OSError:
-        return True
-
-# autograder/hidden may remain as an empty (or unreadable) folder covering the real one
-_seen = ["!" + p for p in _FORBIDDEN if _o.path.lexists(p)
-         and not (p.endswith("/autograder/hidden") and _empty_dir(p))]
+# none of these may exist at all, autograder/hidden included
+_seen = ["!" + p for p in _FORBIDDEN if _o.path.lexists(p)]
 try:
     _pids = sum(n.isdigit() for n in _o.listdir("/proc"))
     if _pids > 16:

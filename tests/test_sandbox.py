@@ -161,7 +161,7 @@ from autograder.config import load_course
 from autograder.worker import Pool
 probe = ("import os, autograder\\n"
          "assert os.path.exists(os.path.join(os.path.dirname(autograder.__file__), 'exercise.py')), 'package hidden'\\n"
-         "assert os.listdir(os.path.join(os.path.dirname(autograder.__file__), 'hidden')) == [], 'hidden visible'\\n"
+         "assert not os.path.exists(os.path.join(os.path.dirname(autograder.__file__), 'hidden')), 'hidden visible'\\n"
          "assert not os.path.exists(os.path.join(os.path.dirname(os.path.dirname(autograder.__file__)), 'course.yml'))\\n")
 job = {"cells": [{"index": 0, "source": probe}], "skip": [], "items": [],
        "limits": reference.limits_dict(load_course())}
