@@ -1,5 +1,5 @@
 """Command line: python -m autograder {build,normalize,check,grade,report,summary,release,gradescope,import,
-manual,finalize}."""
+manual,finalize,review}."""
 from __future__ import annotations
 
 import argparse
@@ -8,10 +8,19 @@ from pathlib import Path
 
 from .config import ConfigError, load_course
 from .reference import ReferenceError_
-from .source import SourceError
+
+INSTRUCTOR = (Path(__file__).resolve().parent / "build.py").exists()
+"""False in the student release, which ships only what `check` needs (release.STUDENT_MODULES): then
+the command line offers `check` alone (`_student_main`)."""
+if INSTRUCTOR:
+    from .source import SourceError
+else:
+    SourceError = ReferenceError_
 
 
 def main(argv=None) -> int:
+    if not INSTRUCTOR:
+        return _student_main(argv)
     parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__)
     parser.add_argument("--course", type=Path, help="course.yml to use (default: the repository's)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -36,9 +45,11 @@ def main(argv=None) -> int:
     p.add_argument("--no-pages", action="store_true",
                    help="write only the gradebook and results.json (draw the pages later with `report`)")
 
-    p = sub.add_parser("report", help="draw the feedback pages and the class report of a graded OUT folder")
+    p = sub.add_parser("report", help="write gradebook.csv, canvas.csv, results, the feedback pages and the class "
+                       "report of a graded OUT folder again (with the points entered by hand)")
     p.add_argument("out", type=Path)
     p.add_argument("--workers", type=int, default=0, help="parallel processes (default: all cores)")
+    p.add_argument("--roster", type=Path, help="a Canvas gradebook export, to fill canvas.csv's student columns")
 
     p = sub.add_parser("summary", help="print each student's points per notebook from OUT/gradebook.csv")
     p.add_argument("out", type=Path)
@@ -130,7 +141,7 @@ def _report(course, args) -> int:
     import os
 
     from .gradebook import Gradebook
-    from .report import write_pages
+    from .report import write_outputs
 
     db = args.out / "gradebook.db"
     if not db.exists():
@@ -138,11 +149,39 @@ def _report(course, args) -> int:
         return 2
     book = Gradebook(db)
     try:
-        write_pages(course, book, args.out, jobs=args.workers or os.cpu_count() or 1)
+        write_outputs(course, book, args.out, jobs=args.workers or os.cpu_count() or 1)
+        canvas = _report_canvas(course, book, args)
     finally:
         book.close()
-    print(f"feedback pages: {args.out / 'feedback'}; class report: {args.out / 'report.html'}")
+    print(f"gradebook: {args.out / 'gradebook.csv'}; {canvas}; feedback pages: {args.out / 'feedback'}; "
+          f"class report: {args.out / 'report.html'}")
     return 0
+
+
+def _report_canvas(course, book, args) -> str:
+    """canvas.csv again (points entered by hand, late penalties), keeping one written from a roster unless
+    --roster is given again."""
+    import csv
+    import re
+
+    from .policy import PolicyError, export_canvas
+
+    path = args.out / "canvas.csv"
+    if path.exists() and not args.roster:
+        with open(path, newline="", encoding="utf-8") as f:
+            header = next(csv.reader(f), [])
+        if any(re.search(r"\(\d+\)$", column) for column in header):
+            print(f"warning: {path} was written from a Canvas roster; left as it is (pass --roster to update it)",
+                  file=sys.stderr)
+            return f"canvas: {path} (not updated)"
+    try:
+        problems = export_canvas(course, book, path, args.roster)
+    except PolicyError as exc:
+        print(f"warning: canvas.csv not written: {exc}", file=sys.stderr)
+        return "canvas: not written"
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    return f"canvas: {path}"
 
 
 def _summary(course, args) -> int:
@@ -236,6 +275,13 @@ def _add_integration_commands(sub) -> None:
     p.add_argument("--points", type=Path, help="answers.csv with points entered for the free-text answers")
     p.add_argument("--roster", type=Path, help="a Canvas gradebook export, to fill canvas.csv's student columns")
 
+    p = sub.add_parser("review", help="a web page on 127.0.0.1 to grade the free-text answers by hand and read "
+                       "the submissions (prints its URL; Ctrl-C stops it)")
+    p.add_argument("out", type=Path, help="the grading output folder (holding gradebook.db)")
+    p.add_argument("--port", type=int, help="port to listen on (default: 8765, or the next free one)")
+    p.add_argument("--submitted", type=Path, help="the SUBMITTED folder that was graded, to show the notebooks")
+    p.add_argument("--verbose", action="store_true", help="print each request (never its token)")
+
 
 def _release(course, args) -> int:
     from .release import ReleaseError, release
@@ -290,6 +336,13 @@ def _manual(course, args) -> int:
         book.close()
     print(f"{n} free-text answer(s): enter points in {csv_path} (read them in {html_path}), then run "
           f"python -m autograder finalize SUBMITTED --out {args.out} --points {csv_path}")
+    import csv
+
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        flagged = [r for r in csv.DictReader(f) if (r.get("flag") or "").strip()]
+    if flagged:
+        print(f"{len(flagged)} answer(s) flagged (column flag): new or changed since the last export; "
+              "clear a flag once you have looked at it")
     return 0
 
 
@@ -310,8 +363,49 @@ def _finalize(course, args) -> int:
     return 0
 
 
+def _review(course, args) -> int:
+    from .review import serve
+
+    return serve(course, args.out, args.port, args.submitted, args.verbose)
+
+
 INTEGRATION_COMMANDS = {"release": _release, "gradescope": _gradescope, "import": _import, "manual": _manual,
-                        "finalize": _finalize}
+                        "finalize": _finalize, "review": _review}
+
+
+def _student_main(argv=None) -> int:
+    """The student release's command line: `check`, the one command whose code it ships."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="python -m autograder",
+        description="The course's checker. `check` runs a notebook the way the grader does (cells marked demo "
+                    "skipped) and checks every exercise in it on its public cases; exit code 0 when all pass.",
+        epilog="example: python -m autograder check weeks/week1/day06_scaled_dot_product_attention.ipynb")
+    sub = parser.add_subparsers(dest="command", required=True, title="command")
+    p = sub.add_parser("check", help="run a notebook and check it on the public cases")
+    p.add_argument("notebook", type=Path, help="weeks/<week>/<notebook>.ipynb")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    command = next((a for i, a in enumerate(argv) if not a.startswith("-") and argv[i - 1:i] != ["--course"]), None)
+    if command is not None and command != "check":
+        print(f"error: {command!r} is not a command of this student copy of the course; it has one command, "
+              "check: python -m autograder check weeks/<week>/<notebook>.ipynb (the instructor's commands "
+              "are not part of it)", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
+    from .check import check_notebook
+
+    try:
+        load_course()
+        if not args.notebook.exists():
+            print(f"error: {args.notebook}: no such file", file=sys.stderr)
+            return 2
+        return check_notebook(args.notebook, as_json=args.json)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ReferenceError_ as exc:
+        print(f"error in the course itself (not in your notebook): {exc}; please tell the instructor", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

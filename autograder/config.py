@@ -21,6 +21,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 WEEK_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+VISIBILITIES = ("visible", "hidden", "after_due_date", "after_published")
+"""The values of `visibility` in Gradescope's results.json."""
 RESERVED_PREFIXES = ("test_", "reuse_")
 """grade_id prefixes of the notebooks' test cells and reuse cells: no item id may start with them."""
 
@@ -111,6 +113,11 @@ class Grading:
     """Grading processes; 0 means one per CPU core."""
     limits: Limits = field(default_factory=Limits)
     """Resource limits of the sandbox."""
+    hidden_visibility: str = "after_published"
+    """When Gradescope shows students the tests of hidden cases (results.json's per-test `visibility`):
+    `after_published` (the default: once the instructor publishes the grades), `after_due_date`,
+    `hidden` (never) or `visible` (at once, so students can probe them by resubmitting).
+    Public cases, and items without cases, are always `visible`."""
 
 
 @dataclass(frozen=True)
@@ -125,9 +132,11 @@ class LatePolicy:
     grace_minutes: float = 0.0
     """Minutes after the due date during which a submission still counts as on time."""
     penalty_per_day: float = 0.0
-    """Fraction of the notebook's points taken off per started day late, past the grace period (0.1 = 10%)."""
+    """Fraction of the notebook's points possible taken off per started day late, past the grace period
+    (0.1 = 10%): a fraction of the points possible, as Canvas deducts, not of the points earned; a late
+    notebook never scores below 0."""
     max_penalty: float = 1.0
-    """The largest fraction taken off by penalty_per_day, however late (0.5 = never more than half)."""
+    """The largest fraction taken off by penalty_per_day, however late (0.5 = never more than half the points possible)."""
     zero_after_days: float = 0.0
     """Work more than this many days late (past the grace period) scores 0; 0 means no such cut-off."""
 
@@ -302,6 +311,10 @@ def load_course(path: str | os.PathLike | None = None) -> Course:
         if getattr(course.late, name) > 1:
             raise ConfigError(f"{path}: course.late.{name} is a fraction of the points, between 0 and 1; "
                               f"got {getattr(course.late, name)!r}")
+    if course.grading.hidden_visibility not in VISIBILITIES:
+        raise ConfigError(f"{path}: course.grading.hidden_visibility should be one of {', '.join(VISIBILITIES)}; "
+                          f"got {course.grading.hidden_visibility!r}"
+                          f"{_did_you_mean(course.grading.hidden_visibility, VISIBILITIES)}")
     for f in dataclasses.fields(Limits):
         if getattr(course.grading.limits, f.name) <= 0:
             raise ConfigError(f"{path}: course.grading.limits.{f.name} should be more than 0, "

@@ -5,7 +5,9 @@
   import` writes from the LMS's metadata) and compares it with its week's
   `due` in course.yml, under the course's `late` policy (grace period,
   penalty per started day, largest penalty, cut-off). The fraction taken off
-  is stored per submission in the gradebook.
+  is stored per submission in the gradebook; it is a fraction of the
+  notebook's points possible (as Canvas deducts), never of the points earned,
+  and never takes a notebook below 0 (`Gradebook.late_penalties`).
 - Manual grading. `export_manual` writes every free-text answer to
   OUT/manual/answers.csv (one row per student and question, with empty
   `points` and `comment` columns for the grader) and answers.html (the same,
@@ -29,7 +31,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from .config import ROOT, Course, LatePolicy, Notebook, _did_you_mean
-from .gradebook import Gradebook, _fmt
+from .gradebook import Gradebook, _fmt, csv_cell, csv_row
 
 TIMESTAMP_FILE = "timestamp.txt"
 DASHED_TIME = re.compile(r"^(\d{4})-(\d\d)-(\d\d)[-_T ](\d\d)[-:](\d\d)[-:](\d\d)$")
@@ -75,7 +77,7 @@ class Lateness:
     minutes_late: float
     """How long after the due date (0 when on time)."""
     penalty: float
-    """Fraction of the notebook's points taken off (0 to 1)."""
+    """Fraction of the notebook's points possible taken off (0 to 1; 1 takes every point)."""
     note: str
 
 
@@ -138,7 +140,11 @@ def assess_late(course: Course, book: Gradebook, submitted: Path) -> list[str]:
 
 # ---------------------------------------------------------------- manual grading
 
-MANUAL_COLUMNS = ["student_id", "notebook_id", "item_id", "max_points", "points", "comment", "answer"]
+MANUAL_COLUMNS = ["student_id", "notebook_id", "item_id", "max_points", "points", "comment", "flag", "answer"]
+NO_ANSWER = ("0", "no answer")
+"""Points and comment the export gives an unanswered cell (until the instructor changes them)."""
+FLAG_ANSWERED = "answered since the last export: grade it"
+FLAG_CHANGED = "answer changed since the points were entered: check them"
 
 
 def question_text(nb: Notebook, item_id: str, root: Path = ROOT) -> str:
@@ -157,7 +163,15 @@ def question_text(nb: Notebook, item_id: str, root: Path = ROOT) -> str:
 
 
 def manual_rows(course: Course, book: Gradebook, previous: Path | None = None) -> list[dict]:
-    """One row per (student, manual item) graded, keeping points and comments already entered."""
+    """One row per (student, manual item) graded, keeping points and comments already entered.
+
+    Points come from the previous answers.csv, else from the gradebook (entered by
+    `finalize --points`). An unanswered cell gets NO_ANSWER, which stays the export's own
+    until the instructor edits it: once the student has answered (a regrade of a new
+    submission), such a row is emptied again for grading and flagged. Points entered
+    for an answer that has changed since the previous export are kept and flagged.
+    A flag stays until the instructor clears it in answers.csv.
+    """
     kept: dict[tuple[str, str], dict] = {}
     if previous is not None and previous.exists():
         with open(previous, newline="", encoding="utf-8") as f:
@@ -172,18 +186,36 @@ def manual_rows(course: Course, book: Gradebook, previous: Path | None = None) -
                 if not item.manual:
                     continue
                 answer = result.get("manual", {}).get(item.id, "")
+                answered = answer.strip() not in UNANSWERED
                 row = {"student_id": student, "notebook_id": nb.id, "item_id": item.id,
-                       "max_points": _fmt(item.points), "points": "", "comment": "", "answer": answer}
+                       "max_points": _fmt(item.points), "points": "", "comment": "", "flag": "", "answer": answer}
                 if (student, item.id) in entered:
                     points, comment = entered[(student, item.id)]
                     row.update(points=_fmt(points), comment=comment)
                 old = kept.get((student, item.id))
                 if old and (old.get("points") or "").strip():
                     row.update(points=old["points"].strip(), comment=old.get("comment", ""))
-                elif answer.strip() in UNANSWERED and not row["points"]:
-                    row.update(points="0", comment="no answer")
+                if old:
+                    row["flag"] = (old.get("flag") or "").strip()
+                old_cell = None if old is None else (old.get("answer") or "")  # as written: csv_cell(answer)
+                if answered and _is_no_answer(row) and (old_cell is None or old_cell.lstrip("'").strip() in UNANSWERED):
+                    # the export's own "0, no answer", left as it was: the answer exists now
+                    row.update(points="", comment="", flag=FLAG_ANSWERED)
+                elif not answered and not row["points"]:
+                    row.update(points=NO_ANSWER[0], comment=NO_ANSWER[1])
+                elif row["points"] and old_cell is not None and old_cell != csv_cell(answer):
+                    row["flag"] = FLAG_CHANGED
                 rows.append(row)
     return rows
+
+
+def _is_no_answer(row: dict) -> bool:
+    points = row["points"].strip()
+    try:
+        zero = float(points) == 0
+    except ValueError:
+        zero = False
+    return zero and row["comment"].strip() == NO_ANSWER[1]
 
 
 def export_manual(course: Course, book: Gradebook, out: Path, root: Path = ROOT) -> tuple[Path, Path, int]:
@@ -195,7 +227,7 @@ def export_manual(course: Course, book: Gradebook, out: Path, root: Path = ROOT)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=MANUAL_COLUMNS)
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({column: csv_cell(value) for column, value in row.items()} for row in rows)
     _write(csv_path, buffer.getvalue())
     _write(html_path, answers_html(course, rows, root))
     return csv_path, html_path, len(rows)
@@ -209,7 +241,8 @@ def answers_html(course: Course, rows: list[dict], root: Path = ROOT) -> str:
              "body{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em;color:#222}"
              "table{border-collapse:collapse;width:100%}td,th{border:1px solid #ddd;padding:.4em;vertical-align:top;"
              "text-align:left}.answer{white-space:pre-wrap}.question{background:#f6f6f6;padding:.6em;"
-             "white-space:pre-wrap}.none{color:#b3261e}",
+             "white-space:pre-wrap}.none{color:#b3261e}.flag{color:#8a4b00;background:#fff4e5;margin-top:.3em;"
+             "padding:.1em .4em;font-size:90%}",
              "</style></head><body>", f"<h1>Free-text answers</h1><p>{e(course.name)}. Enter points in "
              "<code>answers.csv</code> (column <code>points</code>), then run <code>python -m autograder "
              "finalize SUBMITTED --out OUT --points OUT/manual/answers.csv</code>.</p>"]
@@ -227,7 +260,8 @@ def answers_html(course: Course, rows: list[dict], root: Path = ROOT) -> str:
             answer = row["answer"].strip()
             shown = (f"<span class='answer'>{e(answer)}</span>" if answer not in UNANSWERED
                      else "<span class='none'>(no answer)</span>")
-            parts.append(f"<tr><td>{e(row['student_id'])}</td><td>{shown}</td><td>{e(row['points'])}</td>"
+            flag = f"<div class='flag'>{e(row['flag'])}</div>" if row.get("flag") else ""
+            parts.append(f"<tr><td>{e(row['student_id'])}</td><td>{shown}{flag}</td><td>{e(row['points'])}</td>"
                          f"<td>{e(row['comment'])}</td></tr>")
         parts.append("</table>")
     if not rows:
@@ -323,15 +357,16 @@ def export_canvas(course: Course, book: Gradebook, path: Path, roster: Path | No
     """Write Canvas's gradebook import CSV; returns problems (students not in the roster)."""
     header, roster_rows = read_roster(roster) if roster else ([], [])
     ids = canvas_id_map(roster_rows)
-    earned, penalties = book.notebook_scores(), book.late_penalties()
+    extra = {i.id for nb in course.notebooks for i in nb.items if i.extra_credit}
+    earned, penalties = book.notebook_scores(), book.late_penalties(extra)
     graded = {r["notebook_id"] for s in book.students() for r in book.results(s)}
     notebooks = [nb for nb in course.notebooks if nb.id in graded]
     columns = [canvas_column(nb, header) for nb in notebooks]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(CANVAS_FIXED + columns)
+    writer.writerow(csv_row(CANVAS_FIXED + columns))
     possible = [_fmt(sum(i.points for i in nb.items if not i.extra_credit)) for nb in notebooks]
-    writer.writerow(["Points Possible", "", "", "", ""] + possible)
+    writer.writerow(csv_row(["Points Possible", "", "", "", ""] + possible))
     problems = []
     for student in book.students():
         if roster:
@@ -351,7 +386,7 @@ def export_canvas(course: Course, book: Gradebook, path: Path, roster: Path | No
                 continue
             points = earned[student][nb.id] - penalties.get(student, {}).get(nb.id, 0.0)
             scores.append(_fmt(round(points, 4)))
-        writer.writerow(fixed + scores)
+        writer.writerow(csv_row(fixed + scores))
     _write(Path(path), buffer.getvalue())
     return problems
 

@@ -14,8 +14,10 @@ folder to zip):
     .github/workflows/classroom.yml GitHub Classroom: the public checks on every push
 
 Never in it: solutions/, autograder/hidden/, the answer-key cache, the
-instructor's tools (build, release, Gradescope, LMS imports, late policy) and
-the module that runs hidden tests. Releasing again into the same OUT adds or
+instructor's tools (build, release, Gradescope, LMS imports, late policy,
+reports) and the module that runs hidden tests: of autograder/, only the
+modules `check` imports ship (STUDENT_MODULES), and its command line then
+offers `check` alone. Releasing again into the same OUT adds or
 refreshes notebooks and keeps those released before (a week at a time).
 """
 from __future__ import annotations
@@ -32,13 +34,30 @@ from .config import ROOT, ConfigError, Course, Notebook, _did_you_mean
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
+STUDENT_MODULES = frozenset({
+    "__init__.py", "__main__.py", "check.py",  # `from autograder import check`, `python -m autograder check`
+    "config.py", "compare.py", "exercise.py",  # course.yml, judging a case, how an exercise is called
+    "reference.py",                            # load_public: the public key shipped as data
+    "grade.py", "gradebook.py", "notebook.py",  # the grader's own pipeline, so `check` runs a notebook as `grade` does
+    "worker.py", "sandbox.py", "jail.py", "wire.py",  # the sandbox the notebook runs in, and what crosses back
+})
+"""The modules of autograder/ that ship to students: what `check` imports, and nothing else.
+
+`tests/test_release.py` runs `check` in a release and compares this list with the modules it
+loaded. A module not listed here (a new one included) stays with the instructor."""
+
+STUDENT_FOLDERS = frozenset({"exercises", "public"})
+"""Folders of autograder/ that ship, with the files of the released notebooks only."""
+
 INSTRUCTOR_ONLY = frozenset({
     "hidden", "hidden_tests.py",            # hidden cases, known mistakes as code, the hidden-test runner
-    "build.py",                             # authoring (it needs nbgrader)
-    "release.py", "gradescope.py", "lms.py", "policy.py", "templates",  # the instructor's tools
+    "build.py", "source.py", "crosscheck.py",  # authoring (build needs nbgrader)
+    "release.py", "gradescope.py", "lms.py", "policy.py", "review.py", "templates",  # the instructor's tools
+    "classreport.py", "report.py", "pictures.py",  # feedback pages and the class report
     "__pycache__",
 })
-"""Names under autograder/ that never ship to students."""
+"""Names under autograder/ that never ship to students (anything outside STUDENT_MODULES and
+STUDENT_FOLDERS stays out as well; these are the ones that must never be added to them)."""
 
 STUDENT_PACKAGES = ("torch", "numpy", "matplotlib", "ipython", "ipykernel", "nbformat", "PyYAML",
                     "jupyterlab", "notebook")
@@ -80,29 +99,49 @@ def select(course: Course, names: list[str] | None) -> list[Notebook]:
     return [nb for nb in course.notebooks if nb.id in wanted]
 
 
-def pinned_requirements(packages=STUDENT_PACKAGES) -> list[str]:
-    """`name==version` for `packages` and everything they need, as installed in this environment.
+def project_pins(root: Path = ROOT) -> dict[str, str]:
+    """{canonical name: `Name==version`}: the pins of the project's requirements.txt."""
+    from packaging.utils import canonicalize_name
 
-    The versions are the project's own (requirements.txt is what this environment was
-    installed from), so students, CI, Gradescope and the instructor run the same code.
+    pins = {}
+    for line in (root / "requirements.txt").read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "==" in line:
+            name, _, version = line.partition("==")
+            pins[canonicalize_name(name.strip())] = f"{name.strip()}=={version.strip()}"
+    return pins
+
+
+def pinned_requirements(packages=STUDENT_PACKAGES, root: Path = ROOT) -> list[str]:
+    """`name==version` for `packages` and everything they need, at the versions requirements.txt pins.
+
+    What they need is read from the installed distributions' metadata; the versions are the
+    project's own pins, so students, CI, Gradescope and the instructor run the same code.
     """
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
+    project = project_pins(root)
     pins: dict[str, str] = {}
-    todo = list(packages)
+    todo = [(name, ()) for name in packages]
+    done: set[tuple[str, str]] = set()
     while todo:
-        name = todo.pop()
+        name, extras = todo.pop()
         key = canonicalize_name(name)
-        if key in pins:
-            continue
+        if key not in project:
+            raise ReleaseError(f"{name} is needed (by {', '.join(packages)}) but requirements.txt does not pin it")
+        pins[key] = project[key]
         dist = importlib.metadata.distribution(name)
-        version = dist.version.split("+")[0]  # torch 2.13.0+cpu -> 2.13.0 (the index decides the build)
-        pins[key] = f"{dist.metadata['Name']}=={version}"
-        for spec in dist.requires or []:
-            req = Requirement(spec)
-            if req.marker is None or req.marker.evaluate({"extra": ""}):
-                todo.append(req.name)
+        for extra in ("",) + tuple(extras):
+            if (key, extra) in done:
+                continue
+            done.add((key, extra))
+            for spec in dist.requires or []:
+                req = Requirement(spec)
+                if req.marker is None and extra == "" or (
+                        req.marker is not None and req.marker.evaluate({"extra": extra})
+                        and (extra == "" or "extra" in str(req.marker))):
+                    todo.append((req.name, tuple(req.extras)))
     return [pins[key] for key in sorted(pins)]
 
 
@@ -170,7 +209,11 @@ def _yaml_str(text: str) -> str:
 def student_readme(course: Course, notebooks: list[Notebook]) -> str:
     rows = "\n".join(f"| {nb.week} | `weeks/{nb.path}` | {nb.title} |" for nb in notebooks)
     first = notebooks[0].path if notebooks else "week1/<notebook>.ipynb"
-    return _render("student_README.md", course_name=course.name, notebook_rows=rows, first_notebook=first)
+    from packaging.utils import canonicalize_name
+
+    torch = project_pins().get(canonicalize_name("torch"), "torch")
+    return _render("student_README.md", course_name=course.name, notebook_rows=rows, first_notebook=first,
+                   torch_pin=torch, torch_index=TORCH_CPU_INDEX)
 
 
 def pyproject() -> str:
@@ -186,6 +229,8 @@ def _copy_runtime(dest: Path, notebooks: list[Notebook], root: Path) -> None:
     for path in sorted(src.rglob("*")):
         rel = path.relative_to(src)
         if path.is_dir() or any(part in INSTRUCTOR_ONLY for part in rel.parts) or path.suffix == ".pyc":
+            continue
+        if (rel.parts[0] not in STUDENT_FOLDERS if len(rel.parts) > 1 else rel.name not in STUDENT_MODULES):
             continue
         if rel.parts[0] in ("exercises", "public") and len(rel.parts) == 2 and path.stem != "__init__":
             if path.stem not in ids:

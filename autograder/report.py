@@ -8,6 +8,11 @@ difference), and for one failing public case pictures of the student's
 outputs beside the expected ones. Hidden cases are described by name and
 note only; only public cases carry samples (`compare.CaseResult.samples`),
 and only samples of public cases are drawn.
+
+Points entered by hand for free-text items (the review page, or `finalize
+--points`) are read with `Gradebook.results_with_manual`: they are in
+results.json (one test per item graded by hand), the feedback pages and the
+class report's totals.
 """
 from __future__ import annotations
 
@@ -21,8 +26,12 @@ from .config import Course
 from .gradebook import Gradebook
 
 
-def item_tests(item: dict) -> list[dict]:
-    """Gradescope tests for one item: one per case, or one for the whole item when it has no case results."""
+def item_tests(item: dict, hidden_visibility: str = "after_published") -> list[dict]:
+    """Gradescope tests for one item: one per case, or one for the whole item when it has no case results.
+
+    A hidden case's test gets `hidden_visibility` (course.yml's grading.hidden_visibility), so that
+    students cannot probe hidden cases by resubmitting; public cases and whole-item tests are visible.
+    """
     if not item["cases"]:
         return [{
             "name": item["id"], "score": item["score"], "max_score": item["max_score"],
@@ -36,21 +45,32 @@ def item_tests(item: dict) -> list[dict]:
         tests.append({
             "name": f"{item['id']}: {case['case']}", "score": round(case["score"], 6),
             "max_score": round(case["max_score"], 6), "status": "passed" if case["passed"] else "failed",
-            "output": CaseResult(**case).text(), "visibility": "visible",
+            "output": CaseResult(**case).text(),
+            "visibility": "visible" if case["public"] else hidden_visibility,
         })
     return tests
 
 
-def results_json(student_results: list[dict]) -> dict:
-    """Gradescope's results.json for one student, over all their notebooks."""
+def manual_test(item: dict) -> dict:
+    """The Gradescope test of a free-text item graded by hand (`Gradebook.results_with_manual`)."""
+    return {"name": item["id"], "score": item["score"], "max_score": item["max_score"],
+            "status": "passed" if item["score"] >= item["max_score"] > 0 else "failed",
+            "output": "Graded by hand." + (f" {item['manual_comment']}" if item.get("manual_comment") else ""),
+            "visibility": "visible"}
+
+
+def results_json(student_results: list[dict], hidden_visibility: str = "after_published") -> dict:
+    """Gradescope's results.json for one student, over all their notebooks (hidden cases: `hidden_visibility`)."""
     tests, lines = [], []
     for nb in student_results:
         if nb["status"] != "graded":
             lines.append(f"{nb['notebook_id']}: {nb['message']}")
         for item in nb["items"]:
             if item.get("manual"):
+                if item.get("graded_by_hand"):  # points entered by hand (review page, or finalize --points)
+                    tests.append(manual_test(item))
                 continue
-            tests.extend(item_tests(item))
+            tests.extend(item_tests(item, hidden_visibility))
     score = sum(t["score"] for t in tests)
     return {
         "score": round(score, 4),
@@ -73,7 +93,9 @@ def write_outputs(course: Course, book: Gradebook, out: Path, jobs: int = 1, pag
     book.export_csv(out / "gradebook.csv", items, extra)
     (out / "results").mkdir(exist_ok=True)
     for student in book.students():
-        _write(out / "results" / f"{student}.json", json.dumps(results_json(book.results(student)), indent=2))
+        _write(out / "results" / f"{student}.json",
+               json.dumps(results_json(book.results_with_manual(student), course.grading.hidden_visibility),
+                          indent=2))
     if pages:
         write_pages(course, book, out, jobs, run)
 
@@ -89,7 +111,7 @@ def write_pages(course: Course, book: Gradebook, out: Path, jobs: int = 1, run: 
     (out / "feedback").mkdir(exist_ok=True)
     tasks: list = [("report", course, out, run)]
     for student in book.students():
-        results = book.results(student)
+        results = book.results_with_manual(student)
         page = out / "feedback" / f"{student}.html"
         digest = _page_digest(course, student, results)
         if _stored_digest(page) != digest:
@@ -112,11 +134,24 @@ def _draw(task) -> None:
         _, course, out, run = task
         book = Gradebook(out / "gradebook.db")
         try:
-            classreport.write_report(course, book, out, run)
+            classreport.write_report(course, WithManual(book), out, run)
         finally:
             book.close()
     else:
         _draw_page(task[1:])
+
+
+class WithManual:
+    """A gradebook whose `results` carry the points entered by hand (what the class report reads)."""
+
+    def __init__(self, book: Gradebook):
+        self.book = book
+
+    def students(self) -> list[str]:
+        return self.book.students()
+
+    def results(self, student_id: str) -> list[dict]:
+        return self.book.results_with_manual(student_id)
 
 
 def _draw_page(args) -> None:
@@ -305,7 +340,9 @@ def _notebook_html(nb: dict) -> list[str]:
         ok = item["score"] >= item["max_score"]
         cls = "pass" if ok else "fail"
         if item.get("manual"):
-            note, cls = "graded by hand", "muted"
+            note, cls = "graded by hand" if item.get("graded_by_hand") else "graded by hand (not yet)", "muted"
+            if item.get("manual_comment"):
+                note += f": {item['manual_comment']}"
         elif item["message"]:
             note = item["message"]
         else:

@@ -165,3 +165,73 @@ def test_schema_rejects_what_gradescope_would_reject():
                 {"tests": [dict(good["tests"][0], visibility="students")]}):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(bad, RESULTS_SCHEMA)
+
+
+def test_hidden_cases_are_shown_after_publishing_by_default(bundle, graded_demo, demo_class):
+    """On Gradescope, are the tests of hidden cases `after_published` (course.yml's default), and public ones visible?
+
+    Otherwise students see every hidden case's result at once and can probe them by resubmitting.
+    """
+    from autograder.gradebook import Gradebook
+
+    assert COURSE.grading.hidden_visibility == "after_published"
+    _, out = graded_demo
+    book = Gradebook(out / "gradebook.db")
+    public = {f"{item['id']}: {case['case']}": case["public"] for nb in book.results("cleo_no_scaling")
+              for item in nb["items"] for case in item["cases"] if nb["notebook_id"] == NB.id}
+    book.close()
+    results = run_autograder(bundle, {f"{NB.id}.ipynb": demo_class / "cleo_no_scaling" / NB.path})
+    jsonschema.validate(results, RESULTS_SCHEMA)
+    shown = {t["name"]: t["visibility"] for t in results["tests"] if t["name"] in public}
+    assert set(shown) == set(public) and {True, False} == set(public.values())
+    for name, visibility in shown.items():
+        assert visibility == ("visible" if public[name] else "after_published"), name
+    assert any(t["status"] == "failed" and shown[t["name"]] == "after_published"
+               for t in results["tests"] if t["name"] in shown), "cleo fails some hidden case"
+
+
+@pytest.mark.parametrize("setting", ["visible", "hidden", "after_due_date", "after_published"])
+def test_hidden_visibility_follows_course_yml(setting, graded_demo, tmp_path):
+    """Does `grading.hidden_visibility` in course.yml set the visibility of every hidden case's test in results.json?"""
+    import yaml
+
+    from autograder.gradebook import Gradebook
+    from autograder.report import write_outputs
+
+    data = yaml.safe_load((ROOT / "course.yml").read_text())
+    data["grading"]["hidden_visibility"] = setting
+    (tmp_path / "course.yml").write_text(yaml.safe_dump(data))
+    course = load_course(tmp_path / "course.yml")
+    assert course.grading.hidden_visibility == setting
+    _, out = graded_demo
+    shutil.copy(out / "gradebook.db", tmp_path / "gradebook.db")
+    book = Gradebook(tmp_path / "gradebook.db")
+    try:
+        write_outputs(course, book, tmp_path, pages=False)
+        cases = {f"{item['id']}: {case['case']}": case["public"] for nb in book.results("cleo_no_scaling")
+                 for item in nb["items"] for case in item["cases"]}
+    finally:
+        book.close()
+    results = json.loads((tmp_path / "results" / "cleo_no_scaling.json").read_text())
+    jsonschema.validate(results, RESULTS_SCHEMA)
+    by_name = {t["name"]: t["visibility"] for t in results["tests"]}
+    assert {by_name[n] for n, public in cases.items() if not public} == {setting}
+    assert {by_name[n] for n, public in cases.items() if public} == {"visible"}
+
+
+def test_hidden_visibility_is_checked_when_the_course_loads(tmp_path):
+    """Is a value Gradescope does not know refused with exit 2 and the value meant, and is the default after_published?"""
+    import yaml
+
+    from autograder.__main__ import main
+    from autograder.config import ConfigError
+
+    data = yaml.safe_load((ROOT / "course.yml").read_text())
+    data["grading"]["hidden_visibility"] = "after_publish"
+    (tmp_path / "course.yml").write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"hidden_visibility should be one of .*did you mean 'after_published'"):
+        load_course(tmp_path / "course.yml")
+    assert main(["--course", str(tmp_path / "course.yml"), "summary", str(tmp_path)]) == 2
+    del data["grading"]["hidden_visibility"]
+    (tmp_path / "course.yml").write_text(yaml.safe_dump(data))
+    assert load_course(tmp_path / "course.yml").grading.hidden_visibility == "after_published"

@@ -11,6 +11,7 @@ then equal.
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -200,3 +201,65 @@ def test_check_all_raises_when_a_hidden_case_fails(keys):
     with pytest.raises(HiddenTestFailed):
         check_all("A", item="quiz_sqrt_dk")
     check_all("B", item="quiz_sqrt_dk")
+
+
+def readme_nbgrader_block() -> str:
+    """The shell block of README.md that runs nbgrader (the one with `nbgrader generate_assignment`)."""
+    blocks = re.findall(r"^```sh\n(.*?)^```", (ROOT / "README.md").read_text(), re.S | re.M)
+    found = [b for b in blocks if "nbgrader generate_assignment" in b]
+    assert len(found) == 1, "README.md should have one ```sh block with the nbgrader commands"
+    return found[0]
+
+
+def fresh_clone(dest: Path) -> Path:
+    """What a fresh clone holds for nbgrader: nbgrader_config.py, solutions/, the committed weeks/; no database."""
+    dest.mkdir(parents=True)
+    shutil.copy(ROOT / "nbgrader_config.py", dest)
+    shutil.copytree(ROOT / "solutions", dest / "solutions")
+    shutil.copytree(ROOT / "weeks", dest / "weeks")
+    (dest / ".venv").symlink_to(Path(sys.prefix))  # `make` made it; the block puts its bin/ on PATH
+    return dest
+
+
+def test_readme_nbgrader_commands_work_on_a_fresh_clone(keys, tmp_path):
+    """Do the nbgrader commands README.md prints, run as printed on a fresh clone, grade a week (and are their
+    flags needed), with checksum warnings for the test cells only, as the README explains?"""
+    block = readme_nbgrader_block()
+    commands = [line.split("#")[0].strip() for line in block.splitlines() if line.split("#")[0].strip()]
+    assert any(c.startswith("nbgrader generate_assignment week1") for c in commands)
+    assert any(c.startswith("nbgrader autograde week1") for c in commands)
+    nb = COURSE.notebook("day06_scaled_dot_product_attention")
+    assert nb.week == "week1"
+    keys[nb.id]  # the hidden-test regions read the full key from .cache/keys
+    sys.path.insert(0, str(ROOT / "demo"))
+    import students as demo
+
+    everyone = demo.load_students()
+    chosen = {s: {nb.id: everyone[s][nb.id]} for s in ("ada_complete", "ben_untouched")}
+    env = nbgrader_env(tmp_path / "jupyter")
+
+    # The README's reason for --force: without it nothing is recorded, and autograde cannot run.
+    bare = fresh_clone(tmp_path / "bare")
+    demo.write_class(bare / "submitted", chosen)
+    skip = subprocess.run("nbgrader generate_assignment week1 && nbgrader autograde week1 --create", shell=True,
+                          cwd=bare, env=env, capture_output=True, text=True, timeout=600)
+    assert "Skipping existing assignment" in skip.stderr
+    assert skip.returncode != 0 and "No assignment with ID 'week1' exists in the database" in skip.stderr
+
+    course = fresh_clone(tmp_path / "clone")
+    demo.write_class(course / "submitted", chosen)
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=course, env=env, capture_output=True,
+                          text=True, timeout=1200)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    for path in (ROOT / "weeks" / nb.week).glob("*.ipynb"):
+        assert (course / "weeks" / nb.week / path.name).read_bytes() == path.read_bytes(), path.name
+    with open(course / "grades.csv", newline="") as f:
+        grades = {r["student_id"]: r for r in csv.DictReader(f) if r["assignment"] == nb.week}
+    auto = sum(i.points for i in nb.auto_items)
+    assert float(grades["ada_complete"]["score"]) == auto  # every test cell of the notebook passes
+    assert float(grades["ben_untouched"]["score"]) < auto
+    checksum = re.findall(r"Attribute 'checksum' for cell (\S+) has changed", log)
+    assert checksum, "the README explains checksum warnings that no longer appear"
+    assert all(cell.startswith("test_") for cell in checksum), sorted(set(checksum))
+    assert {c.removeprefix("test_") for c in checksum} == {i.id for i in nb.auto_items}

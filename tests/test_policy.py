@@ -11,14 +11,17 @@ import yaml
 
 from autograder.__main__ import main
 from autograder.config import ROOT, ConfigError, LatePolicy, load_course
-from autograder.gradebook import Gradebook
+from autograder.gradebook import Gradebook, csv_row
 from autograder.policy import (
-    PolicyError, assess_late, export_canvas, export_manual, format_timestamp, lateness, read_manual_points,
+    FLAG_ANSWERED, FLAG_CHANGED, PolicyError, assess_late, export_canvas, export_manual, format_timestamp, lateness,
+    read_manual_points,
 )
 
 COURSE = load_course()
 NB = COURSE.notebook("day06_scaled_dot_product_attention")
 MANUAL = next(i for i in NB.items if i.manual)
+POSSIBLE = sum(i.points for i in NB.items if not i.extra_credit)
+"""The notebook's points possible: what a late penalty is a fraction of."""
 POLICY = LatePolicy(grace_minutes=15, penalty_per_day=0.1, max_penalty=0.5, zero_after_days=7)
 DUE = datetime(2026, 1, 16, 23, 59, tzinfo=timezone(timedelta(hours=1)))
 
@@ -112,7 +115,7 @@ def rows(path: Path) -> dict[str, dict]:
 
 
 def test_late_penalty_reaches_the_gradebook(graded):
-    """Does a late submission lose its fraction of the notebook's points in gradebook.csv, and only it?"""
+    """Does a late submission lose its fraction of the notebook's points possible in gradebook.csv, and only it?"""
     book, submitted, tmp = graded
     no_due = load_course(course_file(tmp, lambda d: [w.pop("due", None) for w in d["weeks"]]))
     assert assess_late(no_due, book, submitted) == []  # no due dates: nothing is assessed
@@ -127,8 +130,9 @@ def test_late_penalty_reaches_the_gradebook(graded):
     auto = sum(i.points for i in NB.auto_items)
     assert list(table["ada"])[-2:] == ["late_penalty", "total"]
     assert float(table["ada"]["late_penalty"]) == 0 and float(table["ada"]["total"]) == auto
-    assert float(table["cyd"]["late_penalty"]) == pytest.approx(0.3 * auto)
-    assert float(table["cyd"]["total"]) == pytest.approx(0.7 * auto)
+    assert auto < POSSIBLE  # the free-text item is not graded yet: earned and possible differ
+    assert float(table["cyd"]["late_penalty"]) == pytest.approx(0.3 * POSSIBLE)
+    assert float(table["cyd"]["total"]) == pytest.approx(auto - 0.3 * POSSIBLE)
     assert float(table["cyd"][NB.auto_items[0].id]) == NB.auto_items[0].points  # items keep their own scores
 
 
@@ -202,7 +206,7 @@ def test_canvas_export_has_canvas_columns_and_net_points(graded):
     by_login = {r[3]: r for r in table[2:]}
     auto = sum(i.points for i in NB.auto_items)
     assert by_login["ada"][:3] == ["Lovelace, Ada", "1001", "S1"] and float(by_login["ada"][5]) == auto
-    assert float(by_login["cyd"][5]) == pytest.approx(0.7 * auto)
+    assert float(by_login["cyd"][5]) == pytest.approx(auto - 0.3 * POSSIBLE)
     assert problems == ["ben: not in the Canvas roster roster.csv (by ID, SIS User ID or SIS Login ID); left out"]
     export_canvas(COURSE, book, tmp / "plain.csv")
     with open(tmp / "plain.csv", newline="") as f:
@@ -230,11 +234,130 @@ def test_finalize_on_the_graded_demo_class(graded_demo, demo_class, tmp_path, ca
     assert "late: ben_untouched" in printed and "no submission time" in printed
     table = rows(copy / "gradebook.csv")
     before = rows(out / "gradebook.csv")
-    # timestamp.txt dates the whole week (nbgrader's assignment): each of its notebooks loses 20%
-    week_total = sum(float(before["ada_complete"][i.id]) for nb in COURSE.notebooks if nb.week == NB.week
-                     for i in nb.items if i.id in before["ada_complete"])
-    assert float(table["ada_complete"]["late_penalty"]) == pytest.approx(0.2 * week_total)
-    assert float(table["ada_complete"]["total"]) == pytest.approx(float(before["ada_complete"]["total"]) - 0.2 * week_total)
+    # timestamp.txt dates the whole week (nbgrader's assignment): each of its notebooks loses 20% of its points possible
+    week_possible = sum(i.points for nb in COURSE.notebooks if nb.week == NB.week
+                        for i in nb.items if not i.extra_credit)
+    assert float(table["ada_complete"]["late_penalty"]) == pytest.approx(0.2 * week_possible)
+    assert float(table["ada_complete"]["total"]) == pytest.approx(
+        float(before["ada_complete"]["total"]) - 0.2 * week_possible)
     assert float(table["ben_untouched"]["late_penalty"]) == 0
     assert (copy / "canvas.csv").exists()
     assert main(["--course", str(course), "finalize", str(submitted), "--out", str(tmp_path / "nowhere")]) == 2
+
+
+@pytest.mark.parametrize("answer", [
+    '=HYPERLINK("http://x","y")', "+1+cmd|' /C calc'!A0", "-2+3+cmd|' /C calc'!A0", "@SUM(A1:A9)", "\t=1+1", "\r=1+1",
+])
+def test_formula_answers_are_exported_as_text(tmp_path, answer):
+    """Is a free-text answer beginning with = + - @, tab or carriage return exported with a leading quote (OWASP)?"""
+    book = Gradebook(tmp_path / "gradebook.db")
+    book.record("ada", NB.id, "d1", result({}, answer))
+    csv_path, _, _ = export_manual(COURSE, book, tmp_path)
+    book.close()
+    assert rows(csv_path)["ada"]["answer"] == "'" + answer
+
+
+def test_canvas_export_neutralises_roster_text(graded):
+    """Is a roster name that looks like a formula written to canvas.csv as text, and the points as numbers?"""
+    book, _, tmp = graded
+    roster = tmp / "roster.csv"
+    roster.write_text("Student,ID,SIS User ID,SIS Login ID,Section\n\"=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\",1001,S1,ada,-A\n")
+    export_canvas(COURSE, book, tmp / "canvas.csv", roster)
+    with open(tmp / "canvas.csv", newline="") as f:
+        ada = next(r for r in csv.reader(f) if r[3] == "ada")
+    assert ada[0] == "'=HYPERLINK(\"http://x\",\"y\")" and ada[4] == "'-A" and float(ada[5]) > 0
+
+
+def test_csv_cells_keep_numbers_and_plain_text():
+    """Are the grader's own numbers ("-1.5", -2.5) and text not starting with = + - @ tab CR left as they are?"""
+    kept = [-1.5, "-1.5", "+2", "-1e-3", "-.5", 3, None, "", "ada", "a=b", " =1", "'=1"]
+    assert csv_row(kept) == kept
+    assert csv_row(["-1.5x", "--1", "-1+1", "=1", "+", "-"]) == ["'-1.5x", "'--1", "'-1+1", "'=1", "'+", "'-"]
+
+
+def test_late_penalty_is_a_fraction_of_the_points_possible_and_never_below_zero(tmp_path):
+    """Is a late penalty a fraction of the notebook's points possible (not of the score), capped at the score earned?
+
+    Three students three days late (30% off): a full score loses 30% of the points possible;
+    half a score loses the same points (not 30% of what it earned); 1 point cannot lose more than 1.
+    Extra credit is not part of the points possible, and the cut-off (a penalty of 1) takes it too.
+    """
+    book = Gradebook(tmp_path / "gradebook.db")
+    first, second = NB.auto_items[0], NB.auto_items[1]
+    book.record("full", NB.id, "d1", result({i.id: i.points for i in NB.auto_items}, "an answer"))
+    book.record("half", NB.id, "d2", result({first.id: POSSIBLE / 2}, "an answer"))
+    book.record("low", NB.id, "d3", result({first.id: 1.0}, "an answer"))
+    book.record("gone", NB.id, "d4", result({i.id: i.points for i in NB.auto_items}, "an answer"))
+    book.set_late([(s, NB.id, None, 4000.0, 0.3, "3 day(s) late") for s in ("full", "half", "low")]
+                  + [("gone", NB.id, None, 20000.0, 1.0, "more than 7 days late")])
+    penalties = book.late_penalties()
+    assert penalties["full"][NB.id] == pytest.approx(0.3 * POSSIBLE)
+    assert penalties["half"][NB.id] == pytest.approx(0.3 * POSSIBLE) != pytest.approx(0.3 * POSSIBLE / 2)
+    assert penalties["low"][NB.id] == pytest.approx(1.0)
+    book.export_csv(tmp_path / "gradebook.csv", COURSE.item_ids, set())
+    table = rows(tmp_path / "gradebook.csv")
+    assert float(table["half"]["total"]) == pytest.approx(POSSIBLE / 2 - 0.3 * POSSIBLE)
+    assert float(table["low"]["total"]) == 0 and float(table["gone"]["total"]) == 0
+    # an item counted as extra credit is left out of the points possible
+    assert book.late_penalties({second.id})["full"][NB.id] == pytest.approx(0.3 * (POSSIBLE - second.points))
+    assert book.late_penalties({second.id})["gone"][NB.id] == pytest.approx(sum(i.points for i in NB.auto_items))
+    book.close()
+
+
+def _fill(path: Path, **points_by_student) -> None:
+    """Edit answers.csv as an instructor would: points (and a comment) typed into some rows."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        fields, table = reader.fieldnames, list(reader)
+    for row in table:
+        if row["student_id"] in points_by_student:
+            row.update(points_by_student[row["student_id"]])
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(table)
+
+
+def test_manual_reexport_after_a_regrade_refreshes_untouched_rows_and_flags_changed_answers(graded):
+    """After a regrade, does `manual` drop its own "0, no answer" where an answer now exists, keep what the
+    instructor entered, and flag the answers that are new or changed (in the CSV and the HTML)?"""
+    book, _, tmp = graded
+    book.record("dan", NB.id, "d4", result({}, ""))
+    csv_path, html_path, _ = export_manual(COURSE, book, tmp)
+    first = rows(csv_path)
+    assert (first["ben"]["points"], first["ben"]["comment"]) == ("0", "no answer")
+    assert all(r["flag"] == "" for r in first.values())
+    _fill(csv_path, ada={"points": "1.5", "comment": "clear"},
+          dan={"comment": "no answer; asked by mail"})  # dan's 0 is now the instructor's own
+    # regrade: ben and dan answer now, ada rewrites hers, cyd resubmits the same text
+    book.record("ben", NB.id, "d2-new", result({}, "Padding positions must get no attention weight."))
+    book.record("dan", NB.id, "d4-new", result({}, "Masks hide the padding keys."))
+    book.record("ada", NB.id, "d1-new", result({}, "The mask stops attention to padding."))
+    book.record("cyd", NB.id, "d3-new", result({}, "Padding keys carry no information."))
+    again = rows(export_manual(COURSE, book, tmp)[0])
+    assert (again["ben"]["points"], again["ben"]["comment"], again["ben"]["flag"]) == ("", "", FLAG_ANSWERED)
+    assert "Padding positions" in again["ben"]["answer"]
+    assert (again["ada"]["points"], again["ada"]["comment"], again["ada"]["flag"]) == ("1.5", "clear", FLAG_CHANGED)
+    assert (again["dan"]["points"], again["dan"]["flag"]) == ("0", FLAG_CHANGED)  # touched: kept, and flagged
+    assert (again["cyd"]["points"], again["cyd"]["flag"]) == ("", "")  # unchanged answer: no flag
+    page = html_path.read_text()
+    assert FLAG_ANSWERED in page and FLAG_CHANGED in page
+    # a flag stays until the instructor clears it; a cleared flag stays cleared
+    _fill(csv_path, ada={"flag": ""})
+    third = rows(export_manual(COURSE, book, tmp)[0])
+    assert third["ben"]["flag"] == FLAG_ANSWERED and third["ada"]["flag"] == ""
+
+
+def test_manual_no_answer_entered_by_finalize_is_refreshed_too(graded):
+    """When "0, no answer" reached the gradebook (finalize --points) and answers.csv is gone, is it refreshed after the student answers?"""
+    book, _, tmp = graded
+    csv_path = export_manual(COURSE, book, tmp)[0]
+    book.set_manual_scores(read_manual_points(COURSE, book, csv_path))
+    assert book.manual_scores()[("ben", MANUAL.id)] == (0.0, "no answer")
+    csv_path.unlink()
+    book.record("ben", NB.id, "d2-new", result({}, "Padding positions must get no attention weight."))
+    ben = rows(export_manual(COURSE, book, tmp)[0])["ben"]
+    assert (ben["points"], ben["flag"]) == ("", FLAG_ANSWERED)
+    # entering that file clears the stale 0 (an empty points cell clears what was entered)
+    book.set_manual_scores(read_manual_points(COURSE, book, csv_path))
+    assert ("ben", MANUAL.id) not in book.manual_scores()

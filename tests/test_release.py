@@ -1,6 +1,7 @@
 """The student release: what it holds, what it must never hold, and that it works on its own."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -16,7 +17,9 @@ import yaml
 
 from autograder import reference, wire
 from autograder.config import ROOT, ConfigError, load_course
-from autograder.release import INSTRUCTOR_ONLY, ReleaseError, check_built, release
+from autograder.release import (
+    INSTRUCTOR_ONLY, STUDENT_MODULES, TORCH_CPU_INDEX, ReleaseError, check_built, project_pins, release,
+)
 
 COURSE = load_course()
 
@@ -92,7 +95,8 @@ def test_requirements_are_the_projects_pins(released):
     assert lines[-1] == "-e ."
     pins = dict(canon(l) for l in lines[:-1])
     assert {"torch", "numpy", "nbformat", "pyyaml", "ipykernel", "jupyterlab"} <= set(pins)
-    assert "nbgrader" not in pins and "pytest" not in pins and "jupytext" not in pins
+    for instructor_only in ("nbgrader", "sqlalchemy", "alembic", "mako", "rapidfuzz", "pytest", "jupytext"):
+        assert instructor_only not in pins, f"{instructor_only} is not for students"
     for name, version in pins.items():
         assert project.get(name) == version, f"{name}=={version} is not the project's pin ({project.get(name)})"
 
@@ -200,10 +204,22 @@ def test_classroom_workflow_runs_the_public_checks(released):
         assert reporter["env"][f"{nb.id.upper()}_RESULTS"] == f"${{{{steps.{nb.id}.outputs.result}}}}"
 
 
-def test_release_installs_and_checks_in_a_fresh_venv(released):
-    """In a new virtual environment with only the release's requirements, do the workflow's checks fail stubs and pass solutions?
+def oldest_python() -> str:
+    """Debian 12's python3.11 (3.11.2, the oldest Python supported) when this machine has it, else this one."""
+    debian = "/usr/bin/python3.11"
+    if Path(debian).exists():
+        probe = subprocess.run([debian, "-c", "import ensurepip, sys; print('%d.%d.%d' % sys.version_info[:3])"],
+                               capture_output=True, text=True)
+        if probe.returncode == 0 and probe.stdout.strip().startswith("3.11."):
+            return debian
+    return sys.executable
 
-    The venv is made the way the README says (`python -m venv`, `pip install -r
+
+def test_release_installs_and_checks_in_a_fresh_venv(released):
+    """In a new virtual environment with only the release's requirements, on the oldest supported Python the
+    machine has (Debian 12's 3.11.2), do the workflow's checks fail stubs and pass solutions?
+
+    The venv is made the way the README says (`python3.11 -m venv`, `pip install -r
     requirements.txt`); pip takes torch from this machine's wheel cache and the
     rest from the package indexes it is configured with.
     """
@@ -212,7 +228,9 @@ def test_release_installs_and_checks_in_a_fresh_venv(released):
 
     venv = released.parent / "venv"
     started = time.monotonic()
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = oldest_python()
+    subprocess.run([python, "-m", "venv", str(venv)], check=True)
+    print(f"venv made with {python}")
     python = venv / "bin" / "python"
     pip = subprocess.run([str(python), "-m", "pip", "install", "-q", "-r", "requirements.txt"], cwd=released,
                          capture_output=True, text=True)
@@ -239,4 +257,86 @@ def test_release_installs_and_checks_in_a_fresh_venv(released):
         finally:
             target.write_bytes(original)
         assert done.returncode == 0, done.stdout[-1500:] + done.stderr[-1500:]
-        assert f"{len(nb.auto_items)}/{len(nb.auto_items)} items pass" in done.stdout
+        assert re.search(r"\b(\d+)/\1 items pass", done.stdout) and "FAIL" not in done.stdout, done.stdout[-1500:]
+
+
+TRACE = """import json, sys
+from autograder.__main__ import main
+code = main(sys.argv[1:])
+print("LOADED " + json.dumps(sorted(m for m in sys.modules if m.split(".")[0] == "autograder")))
+sys.exit(code)
+"""
+
+
+def test_release_ships_only_what_check_needs_and_offers_only_check(released, tmp_path):
+    """With only the release's own files on PYTHONPATH, does `--help` list `check` alone, do instructor commands
+    exit 2 with a message (no ModuleNotFoundError), does `check` work, and does the release ship exactly the
+    modules `check` loads (no grade reports, class report, review, authoring or LMS tools)?"""
+    sys.path.insert(0, str(ROOT / "demo"))
+    import students as demo
+
+    shipped = {p.name for p in (released / "autograder").glob("*.py")}
+    assert shipped == set(STUDENT_MODULES)
+    for absent in ("classreport.py", "report.py", "pictures.py", "review.py", "build.py", "source.py",
+                   "crosscheck.py", "lms.py", "policy.py", "release.py", "gradescope.py", "hidden_tests.py"):
+        assert not (released / "autograder" / absent).exists(), f"{absent} ships to students"
+    # -S: no .pth files, so not the project's own editable install, whose finder would quietly supply from
+    # this repository any module the release lacks; the installed libraries come after the release's files.
+    import sysconfig
+
+    libraries = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(PYTHONPATH=os.pathsep.join([str(released), *libraries]), MPLBACKEND="Agg")
+
+    def run(*args, cwd=released):
+        proc = subprocess.run([sys.executable, "-S", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert "Traceback" not in proc.stdout + proc.stderr and "ModuleNotFoundError" not in proc.stderr, (
+            proc.stdout[-2000:] + proc.stderr[-2000:])
+        return proc
+
+    where = run("-c", "import autograder; print(autograder.__file__)", cwd=tmp_path)
+    assert Path(where.stdout.strip()).resolve() == (released / "autograder" / "__init__.py").resolve()
+    helped = run("-m", "autograder", "--help")
+    assert helped.returncode == 0 and "check" in helped.stdout
+    for command in ("build", "normalize", "grade", "report", "summary", "release", "gradescope", "import",
+                    "manual", "finalize", "review", "new"):
+        assert not re.search(rf"\b{command}\b", helped.stdout), f"--help offers {command}"
+    for args in (["build"], ["import", "nbgrader", "x.zip", "--into", "submitted"], ["grade", "s", "--out", "o"]):
+        refused = run("-m", "autograder", *args)
+        assert refused.returncode == 2 and "check" in refused.stderr and "not a command" in refused.stderr, args
+    (tmp_path / "trace.py").write_text(TRACE)
+    nb = next(n for n in BUILT if n.id == "day06_scaled_dot_product_attention") if any(
+        n.id == "day06_scaled_dot_product_attention" for n in BUILT) else BUILT[0]
+    stub = run(str(tmp_path / "trace.py"), "check", f"weeks/{nb.path}")
+    assert stub.returncode == 1 and "FAIL" in stub.stdout, stub.stdout[-1500:] + stub.stderr[-1500:]
+    loaded = {m.split(".")[1] + ".py" for m in json.loads(stub.stdout.split("LOADED ", 1)[1]) if m.count(".") == 1}
+    loaded.add("__init__.py")
+    assert loaded <= set(STUDENT_MODULES), f"check loads modules the release lacks: {loaded - set(STUDENT_MODULES)}"
+    assert set(STUDENT_MODULES) <= loaded, f"the release ships modules check never loads: {set(STUDENT_MODULES) - loaded}"
+    solved = tmp_path / "solved" / nb.week / f"{nb.id}.ipynb"
+    solved.parent.mkdir(parents=True)
+    nbformat.write(demo.make_notebook(nb, {"*": "solution"}), solved)
+    done = run("-m", "autograder", "check", str(solved))
+    assert done.returncode == 0, done.stdout[-1500:] + done.stderr[-1500:]
+    assert re.search(r"\b(\d+)/\1 items pass", done.stdout) and "FAIL" not in done.stdout, done.stdout[-1500:]
+    # the in-notebook check: `from autograder import check`, on a wrong function
+    quick = run("-c", "from autograder import check\n"
+                      "def causal_mask(size, device=None):\n    import torch\n    return torch.ones(size, size, dtype=torch.bool)\n"
+                      "try:\n    check(causal_mask)\nexcept AssertionError as e:\n    print(e)\n")
+    assert "FAIL causal_mask" in quick.stdout, quick.stdout + quick.stderr
+
+
+def test_student_readme_explains_the_cpu_build_of_torch(released):
+    """Does the student README show how to install torch's CPU build from PyTorch's CPU index, and state the Python
+    versions, while requirements.txt names no extra index (the default index alone must do)?"""
+    readme = (released / "README.md").read_text()
+    torch = project_pins()["torch"]
+    assert torch.startswith("torch==") and TORCH_CPU_INDEX == "https://download.pytorch.org/whl/cpu"
+    assert f".venv/bin/python -m pip install {torch} --index-url {TORCH_CPU_INDEX}" in readme
+    assert readme.index(f"--index-url {TORCH_CPU_INDEX}") < readme.rindex("-m pip install -r requirements.txt")
+    assert "3.11.2" in readme
+    requirements = (released / "requirements.txt").read_text()
+    assert "index-url" not in requirements and "download.pytorch.org" not in requirements
+    assert torch in requirements.splitlines()
+    assert 'requires-python = ">=3.11.2,<3.12"' in (released / "pyproject.toml").read_text()
