@@ -39,6 +39,8 @@ DIRECT = {
     "nbgrader": "build (nbgrader's preprocessors), the nbgrader course, LMS imports, timestamps",
     "jupytext": "normalize: drafts as percent scripts",
     "pytest": "the tests",
+    "markdown-it-py": "the review page renders free-text answers as Markdown",
+    "websocket-client": "the browser tests drive Chromium over the DevTools protocol",
     "jupyterlab": "what students run (pinned in the release from these pins)",
     "notebook": "what students run (pinned in the release from these pins)",
     "packaging": "pins and markers (release, these tests)",
