@@ -127,7 +127,7 @@ def judge(sub: Submission, run: Run) -> None:
         elif raw["status"] == "killed":
             message = f"{item.id}: {raw['error']}"
         if not message:
-            cases = compare.judge_item(item.id, ik, raw["cases"], share)
+            cases = compare.judge_item(item.id, ik, _hide_hidden_messages(ik, raw["cases"]), share)
         score = round(sum(c.score for c in cases), 6)
         if cases and all(c.passed for c in cases):
             score = item.points
@@ -151,6 +151,20 @@ def judge(sub: Submission, run: Run) -> None:
         "cell_problems": sorted(cells, key=lambda c: c["index"]),
         "sandbox": (sub.raw or {}).get("features", {}),
     }
+
+
+def _hide_hidden_messages(item_key: dict, raw_cases: dict) -> dict:
+    """The student's own error messages on hidden cases, reduced to the error's type: a message can quote
+    the inputs (shapes, values), and hidden-case inputs are never shown. The grader's own messages about the
+    answer's form (StudentError) stay."""
+    hidden = {c["name"] for c in item_key["cases"] if not c.get("public")}
+    out = {}
+    for name, got in raw_cases.items():
+        if name in hidden and isinstance(got, dict) and got.get("error") and got.get("error_type") != "StudentError":
+            kind = got.get("error_type") or "an exception"
+            got = dict(got, error=f"{kind} (its message is not shown on hidden cases)")
+        out[name] = got
+    return out
 
 
 @step(needs=("nb", "result"), gives=("manual",))

@@ -76,9 +76,9 @@ def read(path: Path) -> Notebook:
             f"{path}: not valid notebook JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
             "was it edited outside Jupyter? Download it from Jupyter again"
         ) from None
-    except (RecursionError, MemoryError):
-        raise NotebookError(f"{path}: not a notebook Jupyter writes (its JSON nests too deeply or is too large); "
-                            "save it from Jupyter again") from None
+    except (RecursionError, MemoryError, ValueError):  # ValueError: e.g. a number of more than 4300 digits
+        raise NotebookError(f"{path}: not a notebook Jupyter writes (its JSON nests too deeply, or holds a value "
+                            "too large); save it from Jupyter again") from None
     if not isinstance(data, dict) or "cells" not in data and "worksheets" not in data:
         raise NotebookError(f"{path}: JSON but not a Jupyter notebook (no cells)")
     if data.get("nbformat") != 4:

@@ -128,7 +128,7 @@ class _Child:
                 chunk = os.read(self.fd, READ_CHUNK)
                 self.received += len(chunk)
                 if self.received > MAX_JOB_BYTES:
-                    yield "violation", f"more than {MAX_JOB_BYTES >> 20} MiB of events"
+                    yield "too much", None
                     return
                 if chunk:
                     self.buffer += chunk
@@ -429,8 +429,10 @@ def run_job(job: dict, ask=None) -> dict:
         if finished:
             break
         what, which = phase
-        if outcome == "violation":
-            reason = f"{PROTOCOL} ({detail}); it was stopped here"
+        if outcome in ("violation", "too much"):
+            reason = (f"{PROTOCOL} ({detail}); it was stopped here" if outcome == "violation" else
+                      f"the outputs of this notebook pass {MAX_JOB_BYTES >> 20} MiB in all, far larger than any "
+                      "expected output; it was stopped here")
             for it in job["items"]:
                 if items[it["key"]]["status"] == "pending":
                     items[it["key"]].update(status="killed", error=reason, cases={})

@@ -68,6 +68,9 @@ THREATS = {
     "writes_outside": ({"+x": f"import os\nfor p in ['{ROOT}/{MARK}', '/tmp/{MARK}', '/dev/shm/{MARK}', '/var/tmp/{MARK}']:\n"
                         "    try:\n        open(p, 'w').write('x')\n    except OSError:\n        pass\n"
                         f"open('{ROOT}/autograder/compare.py', 'a').write('# pwned')\n"}, None, ""),
+    "leaks_inputs_in_errors": ({"attention_flops": "def attention_flops(n_queries, n_keys, d_k, d_v):\n"
+                                "    raise ValueError(f'LEAKED {n_queries} {n_keys} {d_k} {d_v}')\n"},
+                               "attention_flops", "not shown on hidden cases"),
     "network": ({"+x": "import socket\nsocket.create_connection(('127.0.0.1', 22), timeout=2)\n"}, None, "Error"),
 }
 
@@ -187,3 +190,17 @@ def test_course_under_tmp_stays_visible_to_the_sandbox(tmp_path):
     result = json.loads(res.stdout.splitlines()[-1])
     assert result["cells"]["0"] == {"status": "ok", "error": ""}, result["cells"]
     assert result["features"]["root"] == "allow-list"
+
+
+def test_hidden_inputs_never_reach_the_student_through_their_own_errors(hostile):
+    """When a student's function raises an error quoting its inputs, is the message kept on public cases but
+    reduced to the error's type on hidden ones (whose inputs are never shown)?"""
+    detail = hostile["details"]["leaks_inputs_in_errors"]
+    cases = next(i for i in detail["items"] if i["id"] == "attention_flops")["cases"]
+    assert any(c["public"] for c in cases) and any(not c["public"] for c in cases)
+    for case in cases:
+        text = " ".join(case["problems"])
+        assert ("LEAKED" in text) == case["public"], (case["case"], text)
+    results = (hostile["out"] / "results" / "leaks_inputs_in_errors.json").read_text()
+    public = sum(c["public"] for c in cases)
+    assert results.count("LEAKED") <= public
