@@ -4,10 +4,24 @@
 explicitly, and compares with the public answer key shipped as data. The
 shell command executes the whole notebook in a sandbox first, exactly as the
 instructor's grader does, and then judges every item on the public cases.
+
+In a notebook, `check` shows its card and returns, pass or fail, so that "Run
+All" goes on and shows every card in one run. Under nbgrader (which sets
+NBGRADER_EXECUTION while it validates or autogrades) a failing check raises
+CheckFailed, so that nbgrader's Validate reports it; autograding decides with
+the hidden-test region before it, `hidden_tests.check_all`, which always raises
+on a failing case.
+
+Errors are located the way Jupyter shows them: in a notebook "cell In [7]",
+from the shell "code cell 9" (code cells counted from the top, as the In [n]
+numbers of a Run All).
 """
 from __future__ import annotations
 
+import ast
 import json
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -18,9 +32,10 @@ INTERNAL = "this is a problem of the checker, not of your {what}; please tell th
 
 
 class CheckFailed(AssertionError):
-    """Raised by `check` when a public case fails, so that nbgrader's test cell fails too.
+    """Raised by `check` under nbgrader (NBGRADER_EXECUTION set) when a public case fails.
 
-    In Jupyter it shows the feedback only, not a traceback.
+    Never in a student's own notebook session, where the card is shown instead and the
+    notebook runs on. In Jupyter it shows the feedback only, not a traceback.
     """
 
     def __init__(self, text: str):
@@ -54,10 +69,19 @@ class CheckReport:
     def passed(self) -> bool:
         return not self.message and all(r.passed for r in self.results)
 
+    @property
+    def recorded(self) -> bool:
+        """A quiz answer of the right form: recorded, graded later (the check cannot tell if it is right)."""
+        return self.passed and bool(self.results) and all(r.recorded for r in self.results)
+
+    RECORDED = "answer recorded (graded later); this check only confirms its form, not whether it is right"
+
     def text(self) -> str:
         """Plain text for a terminal: no markup, no colour codes."""
         if self.message:
             return f"FAIL {self.item_id}: {self.message}"
+        if self.recorded:
+            return f"RECORDED {self.item_id}: {self.RECORDED}"
         n_pass = sum(r.passed for r in self.results)
         head = f"{'PASS' if self.passed else 'FAIL'} {self.item_id}: {n_pass}/{len(self.results)} public cases passed"
         return "\n".join([head] + [r.text() for r in self.results if not r.passed])
@@ -71,15 +95,17 @@ class CheckReport:
 
         e = html.escape
         ok = self.passed
-        color = "#17702b" if ok else "#b3261e"
+        color = "#1f5fa8" if self.recorded else "#17702b" if ok else "#b3261e"
         box = (f"font-family:system-ui,sans-serif;font-size:13px;line-height:1.35;border-left:4px solid {color};"
                "padding:.35em .8em;margin:.2em 0;background:#fafafa")
         mono = "font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px"
         badge = (f"<span style='background:{color};color:white;border-radius:3px;padding:0 .4em;"
-                 f"font-weight:600'>{'PASS' if ok else 'FAIL'}</span>")
+                 f"font-weight:600'>{'RECORDED' if self.recorded else 'PASS' if ok else 'FAIL'}</span>")
         name = f"<code style='{mono}'>{e(self.item_id)}</code>"
         if self.message:
             return f"<div style='{box}'>{badge} {name}: {e(self.message)}</div>"
+        if self.recorded:
+            return f"<div style='{box}'>{badge} {name}: {e(self.RECORDED)}.</div>"
         n_pass = sum(r.passed for r in self.results)
         parts = [f"<div style='{box}'>{badge} {name}: {n_pass} of {len(self.results)} public cases passed"]
         failing = [r for r in self.results if not r.passed]
@@ -106,9 +132,11 @@ class CheckReport:
 def check(obj, item: str | None = None) -> CheckReport:
     """Check one exercise on its public cases: `check(scaled_dot_product_attention)`.
 
-    For a quiz, pass the id: `check(quiz_sqrt_dk, item="quiz_sqrt_dk")`.
-    Raises CheckFailed (an AssertionError) when a case fails, and CheckError when the
-    check cannot run (an unknown item, or a problem of the checker).
+    For a quiz, pass the id: `check(quiz_sqrt_dk, item="quiz_sqrt_dk")`; its answer is
+    recorded, never judged here. Shows the card (passing or failing) and returns None, so
+    that a notebook's "Run All" goes on; under nbgrader (NBGRADER_EXECUTION set) a failing
+    case raises CheckFailed (an AssertionError). Raises CheckError when the check cannot
+    run (an unknown item, or a problem of the checker).
     """
     item_id = item or getattr(obj, "__name__", None)
     if not isinstance(item_id, str):
@@ -120,27 +148,28 @@ def check(obj, item: str | None = None) -> CheckReport:
     except Exception as exc:  # noqa: BLE001 - the student's own errors are caught per case, in _check
         raise CheckError(f"check({item_id}) could not run ({type(exc).__name__}: {exc}); "
                          + INTERNAL.format(what="code")) from None
-    if not report.passed:
+    if not report.passed and os.environ.get("NBGRADER_EXECUTION"):
         raise CheckFailed(report.text())
     _show(report)
     return None
 
 
 def _check(obj, item_id: str) -> CheckReport:
-    from .exercise import exercises
-    from .sandbox import _describe_error, _fresh, _plain_outputs, _safe_type_name
+    from .exercise import describe_error, exercises, jupyter_cell_label
+    from .sandbox import _fresh, _plain_outputs, _safe_type_name
 
     course = load_course()
     nb, _ = course.item(item_id)
     ik = reference.load_public(nb.id)[item_id]
     ex = exercises(nb.id)[item_id]
+    label = jupyter_cell_label()
     raw = {}
     for ck in ik["cases"]:
         got: dict = {"outputs": None, "error": "", "error_type": ""}
         try:
             got["outputs"] = _plain_outputs(ex.run(obj, _fresh(ck["inputs"])))
         except Exception as exc:  # noqa: BLE001 - the student's code may raise anything
-            got.update(error=_describe_error(exc), error_type=_safe_type_name(exc))
+            got.update(error=describe_error(exc, label), error_type=_safe_type_name(exc))
         raw[ck["name"]] = got
     return CheckReport(item_id, compare.judge_item(item_id, ik, raw, 1.0 / max(1, len(ik["cases"]))))
 
@@ -173,7 +202,11 @@ def check_notebook(path: Path, as_json: bool = False, out=sys.stdout) -> int:
     """
     from .notebook import NotebookError
     from .reference import ReferenceError_
-    from .source import SourceError
+
+    try:
+        from .source import SourceError
+    except ModuleNotFoundError:  # the student release ships no authoring tools (release.STUDENT_MODULES)
+        SourceError = ReferenceError_
 
     try:
         return _check_notebook(Path(path), as_json, out)
@@ -217,14 +250,105 @@ def _check_notebook(path: Path, as_json: bool, out) -> int:
     out.write(f"{nb.title} ({path})\n")
     if result["status"] != "graded":
         out.write(f"  {result['message']}\n")
+    cells = _code_cells(path)
     for problem in result.get("cell_problems", []):
-        out.write(f"  note: cell {problem['index'] + 1}: {problem['error']}\n")
+        out.write(f"  note: {_cell_name(problem['index'], cells)}: {problem['error']}\n")
+    n_pass = n_recorded = 0
     for item in auto:
         cases = [compare.CaseResult(**c) for c in item["cases"]]
-        report = CheckReport(item["id"], cases, item["message"])
+        for case in cases:
+            case.problems = [_locate(p, cells, item["id"]) for p in case.problems]
+        report = CheckReport(item["id"], cases, _renumber_cells(item["message"], cells))
+        n_recorded += report.recorded
+        n_pass += report.passed and not report.recorded
         for line in report.text().splitlines():
             out.write(f"  {line}\n")
-    n_pass = sum(1 for i in auto if not i["message"] and all(c["passed"] for c in i["cases"]))
-    out.write(f"{n_pass}/{len(auto)} items pass their public cases"
+    recorded = f"; {n_recorded} quiz answer{'s' if n_recorded != 1 else ''} recorded (graded later)" if n_recorded else ""
+    out.write(f"{n_pass}/{len(auto) - n_recorded} items pass their public cases{recorded}"
               f"{'' if all_passed else '; the instructor also grades hidden cases'}.\n")
     return 0 if all_passed else 1
+
+
+# Cells named as Jupyter shows them: code cells only, counted from the top (the In [n] of a Run All).
+
+def _code_cells(path: Path) -> dict[int, tuple[int, dict]]:
+    """{notebook cell index: (code cell number, cell)} of the submitted notebook (empty when unreadable)."""
+    from . import notebook
+
+    try:
+        cells = notebook.read(path).cells
+    except Exception:  # noqa: BLE001 - the run above already said what is wrong with the file
+        return {}
+    numbered, n = {}, 0
+    for index, cell in enumerate(cells if isinstance(cells, list) else []):
+        if isinstance(cell, dict) and cell.get("cell_type") == "code":
+            n += 1
+            numbered[index] = (n, cell)
+    return numbered
+
+
+def _cell_name(index: int, cells: dict) -> str:
+    return f"code cell {cells[index][0]}" if index in cells else f"cell {index + 1}"
+
+
+def _renumber_cells(message: str, cells: dict) -> str:
+    """The grader's "(cell N failed: ...)" (N counting every cell from 1) as "(code cell M failed: ...)"."""
+    return re.sub(r"\(cell (\d+) failed:", lambda m: f"({_cell_name(int(m[1]) - 1, cells)} failed:", message)
+
+
+_WHERE = re.compile(r" \(line (?P<line>\d+): (?P<code>.+)\)$")
+
+
+def _locate(problem: str, cells: dict, item_id: str) -> str:
+    """A sandbox error "raised X (line N: code)" with the function and code cell it came from, when certain.
+
+    The sandbox reports only the line (number and code) of the student's frame. The
+    cell is the code cell whose line N is that code: the only one, or the only one of
+    several that defines the item being checked; the function is the def (or class)
+    around that line. When neither is certain, the problem stays as it is.
+    """
+    if not problem.startswith("raised "):
+        return problem
+    match = _WHERE.search(problem)
+    if match is None:
+        return problem
+    lineno, code = int(match["line"]), match["code"]
+    found = []
+    for number, cell in cells.values():
+        source = cell.get("source", "")
+        source = "".join(source) if isinstance(source, list) else source if isinstance(source, str) else ""
+        lines = source.splitlines()
+        if 0 < lineno <= len(lines) and lines[lineno - 1].strip()[:100] == code:
+            found.append((number, source))
+    if len(found) > 1:
+        own = re.compile(rf"^\s*(def|class)\s+{re.escape(item_id)}\b", re.M)
+        found = [f for f in found if own.search(f[1])]
+    if len(found) != 1:
+        return problem
+    number, source = found[0]
+    function = _enclosing(source, lineno)
+    where = (f"in {function}, " if function else "") + f"code cell {number}, line {lineno}: {code}"
+    return problem[:match.start()] + f" ({where})"
+
+
+def _enclosing(source: str, lineno: int) -> str | None:
+    """The qualified name of the innermost def or class around line `lineno` of a cell."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return None
+    names: list[str] = []
+
+    def visit(node, prefix):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                end = getattr(child, "end_lineno", None) or child.lineno
+                if child.lineno <= lineno <= end:
+                    names.append(prefix + child.name)
+                    visit(child, prefix + child.name + ".")
+                    return
+            elif hasattr(child, "body") or hasattr(child, "orelse"):
+                visit(child, prefix)
+
+    visit(tree, "")
+    return names[-1] if names else None

@@ -3,8 +3,11 @@
 Runs only in the trusted process, on plain data decoded by `wire`. A case
 passes when every expected output is there with the right kind (tensor or
 array), dtype and shape, the same NaN positions, and values within the
-tolerance of its dtype. A failing case is compared with each known mistake's
-output on the same case; the first that matches is named, with its hint.
+tolerance of its dtype, and the student's code left its inputs as they were.
+A known mistake is named (with its hint) only when it explains every failing
+case of the item: on each, the student raised what it raises, or returned what
+it returns (same dtypes and shapes, values within tolerance). A public quiz
+case is never judged, only its form: its answer is recorded, graded later.
 """
 from __future__ import annotations
 
@@ -12,8 +15,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .exercise import DEFAULT_TOLERANCE
+from .exercise import DEFAULT_TOLERANCE, MUTATED
 from .wire import Tensor, describe
+
+IN_PLACE_HINT = ("an in-place operation (x /= ..., x += ..., x[...] = ..., x.unsqueeze_(...), x.masked_fill_(...)) "
+                 "changed a tensor autograd needs, often one of the inputs: compute a new tensor instead "
+                 "(query = query / math.sqrt(d_k), mask = mask.unsqueeze(1))")
+MUTATION_HINT = ("your code changed its inputs in place; the caller's tensors and arrays must stay as they were "
+                 "(use mask = mask.unsqueeze(1), query = query / math.sqrt(d_k), x = x - x.max(...), not "
+                 "mask.unsqueeze_(1), query /= ..., x -= ...)")
 
 
 @dataclass
@@ -33,11 +43,16 @@ class CaseResult:
     """For a failing public case: small slices of the student's and the expected outputs
     ({name: {"got": nested list, "expected": nested list}}), for pictures in the feedback.
     Never filled for hidden cases: their inputs and outputs are not shown."""
+    recorded: bool = False
+    """A public quiz case: the answer has the right form and is recorded; whether it is right is
+    graded later (the public key has no answers). Such a case counts as passed, never shown as PASS."""
 
     def text(self) -> str:
         """The feedback for this case, as the student reads it."""
         visibility = "public" if self.public else "hidden"
         head = f"{self.item}: case {self.case} ({visibility}{', ' + self.note if self.note else ''})"
+        if self.recorded:
+            return f"RECORDED {head}: answer recorded (graded later)"
         if self.passed:
             return f"PASS {head}"
         lines = [f"FAIL {head}"] + [f"    {p}" for p in self.problems]
@@ -152,17 +167,21 @@ exact match always wins."""
 
 
 def _matches(mistake_out: dict, got: dict, tolerance=None, mode: str = "strict") -> bool:
-    """Whether the student's outputs equal a mistake's, NaN positions counting as `mode` says."""
+    """Whether the student's outputs equal a mistake's, NaN positions counting as `mode` says.
+
+    Arrays must agree in kind (tensor or array), dtype and shape first: a mistake's values
+    say nothing about an output whose dtype or shape is already wrong in another way.
+    """
     for name, value in mistake_out.items():
         if name not in got:
             return False
-        m_arr, _ = _array(value)
-        g_arr, _ = _array(got[name])
+        m_arr, m_tensor = _array(value)
+        g_arr, g_tensor = _array(got[name])
         if m_arr is None or g_arr is None:
             if compare_value(name, value, got[name], tolerance):
                 return False
             continue
-        if m_arr.shape != g_arr.shape:
+        if m_arr.shape != g_arr.shape or m_arr.dtype != g_arr.dtype or m_tensor != g_tensor:
             return False
         if m_arr.dtype.kind not in "fc" or g_arr.dtype.kind not in "fc":
             if m_arr.dtype != g_arr.dtype or (m_arr != g_arr).any():
@@ -185,6 +204,26 @@ def _matches(mistake_out: dict, got: dict, tolerance=None, mode: str = "strict")
         if not close.all():
             return False
     return True
+
+
+def explains(case_key: dict, got: dict, mistake: dict) -> bool | None:
+    """Does `mistake` explain the student's failure on this case? None when the key has no output of it here.
+
+    It does when the student raised the error type it raises, or returned what it returns
+    (in some NaN mode) where that differs from the expected outputs.
+    """
+    out = case_key.get("mistakes", {}).get(mistake["name"])
+    if out is None:
+        return None
+    if got.get("error"):
+        return "$error" in out and out["$error"] == got.get("error_type", "")
+    if "$error" in out:
+        return False
+    tolerance = case_key.get("tolerance")
+    outputs = got.get("outputs") or {}
+    if not compare_outputs(case_key["expected"], out, tolerance):
+        return False  # the mistake passes this case; the student does not
+    return any(_matches(out, outputs, tolerance, mode) for mode in NAN_MODES)
 
 
 def diagnose(case_key: dict, got: dict | None, error_type: str, mistakes: list[dict]) -> dict | None:
@@ -225,10 +264,13 @@ def _samples(expected: dict, got: dict) -> dict:
 
 
 def judge_item(item_id: str, item_key: dict, raw_cases: dict, share: float) -> list[CaseResult]:
-    """Judge every case of an item, naming only mistakes consistent across all its cases.
+    """Judge every case of an item, naming only a mistake that explains every failing case.
 
     A mistake is not considered when, on some case, the student raised where the
-    mistake returns, or returned where the mistake raises.
+    mistake returns, or returned where the mistake raises; nor when, on some case the
+    student fails (wrong outputs, or an error), the mistake does not explain the failure
+    (`explains`). A mistake that explains only some failing cases points the wrong way
+    on the others: then none is named.
     """
     def consistent(m: dict) -> bool:
         for ck in item_key["cases"]:
@@ -238,9 +280,31 @@ def judge_item(item_id: str, item_key: dict, raw_cases: dict, share: float) -> l
                 return False
         return True
 
-    mistakes = [m for m in item_key["mistakes"] if consistent(m)]
     choices = item_key["choices"] if item_key["kind"] == "quiz" else None
+    undiagnosed = [judge_case(item_id, ck, raw_cases.get(ck["name"]), [], share, choices) for ck in item_key["cases"]]
+    failing = [(ck, raw_cases[ck["name"]]) for ck, r in zip(item_key["cases"], undiagnosed)
+               if not r.passed and raw_cases.get(ck["name"]) is not None and _value_failure(ck, raw_cases[ck["name"]])]
+
+    def explains_all(m: dict) -> bool:
+        verdicts = [explains(ck, got, m) for ck, got in failing]
+        return all(v is not False for v in verdicts) and any(verdicts)
+
+    mistakes = [m for m in item_key["mistakes"] if consistent(m) and explains_all(m)]
+    if not mistakes:
+        return undiagnosed
     return [judge_case(item_id, ck, raw_cases.get(ck["name"]), mistakes, share, choices) for ck in item_key["cases"]]
+
+
+def _value_failure(case_key: dict, got: dict) -> bool:
+    """Did the student fail this case by an error or by wrong outputs (what a mistake could explain)?
+
+    Not by the form of a quiz answer, nor only by changing the inputs in place.
+    """
+    if got.get("error"):
+        return True
+    if case_key.get("expected") is None:
+        return False
+    return bool(compare_outputs(case_key["expected"], got.get("outputs") or {}, case_key.get("tolerance")))
 
 
 def judge_case(item_id: str, case_key: dict, got: dict, mistakes: list[dict], share: float,
@@ -252,6 +316,9 @@ def judge_case(item_id: str, case_key: dict, got: dict, mistakes: list[dict], sh
         return result
     if got.get("error"):
         result.problems.append(f"raised {got['error']}")
+        error = got["error"]
+        if "in-place operation" in error or "inplace operation" in error:
+            result.problems.append(IN_PLACE_HINT)
         result.mistake = diagnose(case_key, None, got.get("error_type", ""), mistakes)
         return result
     outputs = got.get("outputs") or {}
@@ -262,9 +329,15 @@ def judge_case(item_id: str, case_key: dict, got: dict, mistakes: list[dict], sh
             result.problems.append(f"answer {describe(answer)} is not one of {', '.join(quiz_choices)}")
             return result
         if case_key["expected"] is None:  # a public quiz check: the form is right, the answer is graded later
-            result.passed, result.score = True, share
+            result.passed, result.score, result.recorded = True, share, True
             return result
+    mutated = outputs.get(MUTATED) if MUTATED not in (case_key["expected"] or {}) else None
     result.problems = compare_outputs(case_key["expected"], outputs, case_key.get("tolerance"))
+    if mutated:
+        changes = [str(c) for c in mutated] if type(mutated) is list else [str(mutated)]
+        if not case_key["public"]:  # what changed would tell the hidden inputs' shapes: only which input
+            changes = [f"{c.split(': ')[0]}: changed in place" for c in changes]
+        result.problems[:0] = [f"input {c}" for c in changes[:6]] + [MUTATION_HINT]
     if result.problems:
         result.mistake = diagnose(case_key, outputs, "", mistakes)
         if case_key["public"]:

@@ -60,7 +60,7 @@ def check_all(obj, item: str | None = None) -> None:
 
     `item` names a quiz (whose answer has no name of its own), as for `check`.
     """
-    from .exercise import StudentError, exercises
+    from .exercise import StudentError, describe_error, exercises, jupyter_cell_label
     from .grade import _add_injections
     from .sandbox import _fresh, _plain_outputs, _safe_type_name
 
@@ -86,7 +86,7 @@ def check_all(obj, item: str | None = None) -> None:
         except StudentError as exc:
             got.update(error=f"StudentError: {exc}", error_type="StudentError")
         except Exception as exc:  # noqa: BLE001 - the student's code may raise anything
-            got.update(error=f"{_safe_type_name(exc)}: {exc}", error_type=_safe_type_name(exc))
+            got.update(error=describe_error(exc, jupyter_cell_label()), error_type=_safe_type_name(exc))
         raw[case["name"]] = got
     results = compare.judge_item(item_id, ik, raw, it.points / max(1, len(ik["cases"])))
     failed = [r for r in results if not r.passed]

@@ -122,3 +122,56 @@ def test_all_nan_mistake_is_no_evidence():
     assert compare.judge_case("x", key, unrelated, mistakes, 1.0).mistake is None
     same = {"outputs": {"w": t([np.nan, np.nan])}, "error": ""}
     assert compare.judge_case("x", key, same, mistakes, 1.0).mistake["name"] == "nan"
+
+
+def test_mistake_explaining_some_failing_cases_is_not_named():
+    """Is a mistake whose output matches one failing case but not another left unnamed on both (it would point the
+    wrong way on the other), and named on both when it explains both?"""
+    ik = {"kind": "function", "choices": [], "mistakes": [{"name": "m", "title": "a slip", "hint": "h"}], "cases": [
+        {"name": "a", "public": True, "expected": {"o": t([1.0])}, "mistakes": {"m": {"o": t([2.0])}}},
+        {"name": "b", "public": True, "expected": {"o": t([1.0])}, "mistakes": {"m": {"o": t([3.0])}}},
+    ]}
+    got = {"outputs": {"o": t([2.0])}, "error": ""}
+    explained = compare.judge_item("x", ik, {"a": got, "b": {"outputs": {"o": t([3.0])}, "error": ""}}, 0.5)
+    assert [r.mistake["name"] for r in explained] == ["m", "m"]
+    half = compare.judge_item("x", ik, {"a": got, "b": {"outputs": {"o": t([5.0])}, "error": ""}}, 0.5)
+    assert [r.mistake for r in half] == [None, None]
+
+
+def test_dtype_mismatch_blocks_value_diagnoses():
+    """When the dtype already differs (float32 arithmetic on float64 inputs), is no value mistake (a NaN or overflow
+    one, whose other values equal the reference's) named?"""
+    ik = {"kind": "function", "choices": [], "mistakes": [{"name": "nan", "title": "NaN rows", "hint": "h"}],
+          "cases": [{"name": "a", "public": True, "expected": {"w": t([0.25, 0.0])},
+                     "mistakes": {"nan": {"w": t([0.25, np.nan])}}}]}
+    float32 = {"outputs": {"w": t([0.25, 0.0], "float32")}, "error": ""}
+    (result,) = compare.judge_item("x", ik, {"a": float32}, 1.0)
+    assert not result.passed and result.mistake is None
+    assert any("dtype float32, expected float64" in p for p in result.problems)
+    (same_dtype,) = compare.judge_item("x", ik, {"a": {"outputs": {"w": t([0.25, np.nan])}, "error": ""}}, 1.0)
+    assert same_dtype.mistake["name"] == "nan"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda nb: nb.id)
+def test_references_and_mistakes_leave_their_inputs_alone(keys, nb):
+    """Does no reference, and no known mistake, change its inputs in place (so no expected output says so)?"""
+    from autograder.exercise import MUTATED
+
+    for item_id, ik in keys[nb.id].items():
+        for case in ik["cases"]:
+            assert MUTATED not in case["expected"], (item_id, case["name"], case["expected"][MUTATED])
+            for name, out in case["mistakes"].items():
+                assert MUTATED not in out, (item_id, name, case["name"])
+
+
+def test_input_changes_fail_the_case_and_say_what_changed():
+    """Does a case whose outputs are right but whose inputs were changed in place fail, saying which input
+    changed and how, and name no mistake?"""
+    from autograder.exercise import MUTATED
+
+    key = {"name": "c", "public": True, "expected": {"o": t([1.0])}, "mistakes": {}}
+    got = {"outputs": {"o": t([1.0]), MUTATED: ["mask: its shape changed from [2, 5, 5] to [2, 1, 5, 5]"]}, "error": ""}
+    result = compare.judge_case("x", key, got, [], 1.0)
+    assert not result.passed and result.mistake is None
+    assert result.problems[0] == "input mask: its shape changed from [2, 5, 5] to [2, 1, 5, 5]"
+    assert "changed its inputs in place" in result.problems[1]

@@ -142,7 +142,9 @@ def test_full_score_matrix_fails_on_memory_and_block_size(course, adhoc):
               if name.startswith("tiled_attention: ") and t["status"] == "failed"}
     assert failed == {"long-keys-float64", "long-keys-float32", "memory-budget-float64"}
     memory = tests["tiled_attention: memory-budget-float64"]["output"]
-    assert "allocate" in memory and "the full (Lq, Lk) score matrix is held in memory" in memory
+    # a hidden case: the error's type is shown, never its message (which could quote the case's sizes)
+    assert "RuntimeError" in memory or "MemoryError" in memory, memory
+    assert "the full (Lq, Lk) score matrix is held in memory" in memory and "allocate" not in memory
 
 
 def test_loss_tensor_instead_of_float_is_explained(adhoc):

@@ -129,9 +129,7 @@ def run_mha(cls, inputs):
     else:
         result = module(query, key, value, mask=as_tensor(inputs["mask"]))
     output, weights = expect_tuple(result, ("output", "weights"))
-    if inputs.get("train"):
-        # Dropout is active: only the weights (taken before dropout) are deterministic.
-        return dict(outputs, weights=weights)
+    # In training mode dropout is active, its draws fixed by the seed: the output shows whether it was applied.
     outputs.update(output=output, weights=weights)
     if grad:
         (output * as_tensor(inputs["probe"])).sum().backward()
@@ -164,7 +162,8 @@ def mha_public(rng):
              "bias=False, causal (L, L) mask, float32"),
         Case("weights-before-dropout-float64",
              mha_inputs(rng, 2, 4, 4, 8, 2, self_attention=True, dropout=0.5, train=True, seed=11),
-             "dropout=0.5 in training mode: the returned weights are the ones before dropout"),
+             "dropout=0.5 in training mode (seeded): the output uses the dropped-out weights, the returned "
+             "weights are the ones before dropout"),
         Case("gradients-float64",
              mha_inputs(rng, 2, 3, 4, 8, 2, mask=random_mask(rng, (2, 1, 4)), grad=True,
                         probe=rng.standard_normal((2, 3, 8))),

@@ -161,9 +161,16 @@ NORMS_MISTAKES = [
             "at the state the step produces", _norms(derivative="h_prev")),
     Mistake("tanh_applied_again", "the tanh derivative is computed as 1 - tanh(h)^2 from the states",
             "hs already holds tanh outputs, so the derivative is simply 1 - h**2", _norms(derivative="tanh_again")),
-    Mistake("product_order_reversed", "the Jacobians are multiplied in the wrong order",
-            "add each new factor on the right: jac = jac @ J_{t+1} (the factor nearest to h_t comes last)",
+    Mistake("product_order_reversed", "the Jacobians are multiplied in the wrong order (or each one is transposed)",
+            "the product is J_{T-1} ... J_{t+1} with J_k = diag(1 - h_k^2) @ W_hh.T: add each new factor on the "
+            "right, jac = jac @ J_{t+1} (the factor nearest to h_t comes last); a transposed factor "
+            "W_hh @ diag(1 - h_k^2), which is (1 - h_k**2) * W_hh, comes to the same as the reversed order",
             _norms(accumulate="left")),
+    Mistake("W_hh_not_transposed_order_reversed",
+            "W_hh is used where the Jacobian needs W_hh.T, and the factors are multiplied in the other order",
+            "with h_t = tanh(h_{t-1} @ W_hh + ...), J_k = diag(1 - h_k^2) @ W_hh.T, that is "
+            "(1 - h_k**2)[:, None] * W_hh.T (rows scaled), not W_hh.T * (1 - h_k**2) (columns scaled); and the "
+            "product is J_{T-1} ... J_{t+1}: jac = jac @ J_{t+1}", _norms(weights="W_hh", accumulate="left")),
 ]
 
 MISTAKES = {

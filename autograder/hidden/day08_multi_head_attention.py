@@ -134,7 +134,7 @@ class _Given(nn.Module):
 
 
 def _mha(split="ok", merge="ok", project=True, scale="d_k", mask_mode="head_axis", values_from="value",
-         key_length="key", returned="weights"):
+         key_length="key", returned="weights", dropout=True):
     """A family of MultiHeadAttention modules, each with one deliberate deviation."""
 
     class MultiHeadAttention(_Given):
@@ -157,7 +157,7 @@ def _mha(split="ok", merge="ok", project=True, scale="d_k", mask_mode="head_axis
                 elif mask_mode == "always" or (mask_mode == "head_axis" and mask.dim() == 3):
                     mask = mask.unsqueeze(1)
             _, weights = _attention(q, k, v, mask, D if scale == "d_model" else None)
-            dropped = self.dropout(weights)
+            dropped = self.dropout(weights) if dropout else weights
             context = dropped @ v  # (B, h, Lq, d_k)
             if merge == "view":
                 merged = context.reshape(B, Lq, D)
@@ -206,6 +206,9 @@ MHA_MISTAKES = [
     Mistake("weights_after_dropout", "the returned weights are the ones after dropout",
             "return the softmax weights from before dropout; use the dropped-out copy only to mix the values",
             _mha(returned="dropped")),
+    Mistake("no_dropout", "dropout is never applied",
+            "mix the values with the dropped-out weights, self.dropout(weights) @ v: in training mode the output "
+            "depends on it (self.dropout does nothing in eval mode or with dropout=0.0)", _mha(dropout=False)),
     Mistake("weights_averaged_over_heads", "the returned weights are averaged over the heads",
             "return the weights of every head, shape (B, h, Lq, Lk) (nn.MultiheadAttention averages them "
             "unless average_attn_weights=False)", _mha(returned="mean")),

@@ -426,6 +426,9 @@ MISTAKES = {
         Mistake("gelu", "GELU is used instead of ReLU",
                 "the paper's feed-forward uses ReLU (max(0, x)); GELU came later (BERT, GPT)",
                 _feed_forward(activation="gelu")),
+        Mistake("relu_after_second_linear", "the ReLU is applied after the second linear layer, not between the two",
+                "rectify the hidden layer: linear2(dropout(relu(linear1(x)))); the output of linear2 is not "
+                "rectified (it may be negative)", _feed_forward(activation="none", relu_out=True)),
     ],
     "EncoderLayer": [
         Mistake("pre_norm", "the layer is pre-norm (x + sublayer(norm(x)))",
@@ -454,9 +457,11 @@ MISTAKES = {
         Mistake("causal_mask_on_cross_attention", "the causal mask (tgt_mask) is applied to the cross-attention",
                 "cross-attention may look at every real source position: pass src_mask to cross_attn and "
                 "tgt_mask to self_attn", _decoder_layer(cross_mask="tgt")),
-        Mistake("cross_attention_swapped", "in the cross-attention, queries and keys are swapped",
+        Mistake("cross_attention_swapped",
+                "in the cross-attention, the query and the keys/values are swapped (cross_attn(memory, x, x, ...))",
                 "queries come from the decoder, keys and values from the encoder: cross_attn(x, memory, memory, "
-                "src_mask)", _decoder_layer(cross="memory_x")),
+                "src_mask); with the source as queries the output has the source's length, so it fails whenever "
+                "the lengths differ", _decoder_layer(cross="memory_x")),
         Mistake("masks_swapped", "src_mask and tgt_mask are swapped",
                 "self-attention uses tgt_mask (causal), cross-attention uses src_mask (source padding)",
                 _decoder_layer(self_mask="src", cross_mask="tgt")),
