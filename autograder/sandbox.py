@@ -38,7 +38,6 @@ RUNTIME_FAILED = 70
 """Exit code when the grader's own code in the sandbox fails (usually because the student's code broke it)."""
 ITEM_GRADED = 77
 """Exit code of an item's fork that graded its item to the end (anything else means it was cut short)."""
-"""Exit code when the grader's own code in the sandbox fails (usually because the student's code broke it)."""
 WALL_FACTOR = 4
 """Wall-clock backstops are this many times the CPU-time limits (plus a little), so load costs no point."""
 
@@ -164,10 +163,39 @@ class Session:
     """
 
     def __init__(self, up: int, down: int, job: dict):
+        import builtins
+
         self.up, self.down, self.job = up, down, job
+        self.builtins = dict(builtins.__dict__)  # as they were before any student code ran
 
     def send(self, event: dict) -> None:
+        self.restore_builtins()
         wire.write_frame(self.up, wire.encode(event))
+
+    def restore_builtins(self) -> None:
+        """Undo what student code did to `builtins` (len, type, ...), which the grader's own code uses."""
+        import builtins
+
+        builtins.__dict__.update(self.builtins)
+
+    def end_strays(self) -> None:
+        """Kill and reap every other process of the sandbox (a fork bomb, a sleeper the cells left behind), so
+        each item's fork starts with the sandbox's whole process allowance. The sandbox is the first process of
+        its PID namespace in a jail, where kill(-1) reaches exactly the others; outside a jail, nothing."""
+        if jail.MODE not in ("root", "rootless") or os.getpid() != 1:
+            return
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except OSError:
+            pass
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                time.sleep(0.005)
 
     def run(self) -> None:
         job = self.job
@@ -199,7 +227,7 @@ class Session:
         key = item["key"]
         for attempt in (1, 2):
             self.send({"ev": "item", "key": key, "status": "start"})
-            sys.stdout.flush()
+            self.end_strays()
             pid = os.fork()
             if pid == 0:
                 code = ITEM_GRADED
