@@ -86,15 +86,16 @@ class Limits:
     """What one submission may use while it is graded."""
 
     cell_seconds: float = 30.0
-    """Wall time for one notebook cell."""
+    """CPU time for one notebook cell (a cell that waits instead of computing is stopped after
+    4 times this much wall time plus 2 s, so a busy machine never costs a point)."""
     notebook_seconds: float = 180.0
-    """Wall time for executing a whole notebook (all cells)."""
+    """CPU time for executing a whole notebook (all cells), with the same wall-time backstop."""
     item_seconds: float = 10.0
-    """Wall time for running all cases of one graded item."""
+    """CPU time for running all cases of one graded item (retried once when it runs out)."""
     memory_mb: int = 4096
     """Address-space limit of the sandbox process, in MiB."""
     processes: int = 64
-    """Most processes the sandbox user may have at once (enforced when grading runs as root)."""
+    """Most processes the sandbox may have at once (enforced in the sandbox, with or without root)."""
     file_mb: int = 64
     """Largest file the sandbox may write, in MiB."""
     output_kb: int = 256
