@@ -266,8 +266,28 @@ def _mount_keeping(folder: str, options: str, keep: list[str], prefix: str = "")
 
 
 def fresh_tmp(size: str) -> None:
-    """An empty private /tmp and /dev/shm (allow-listed paths that live under /tmp stay visible)."""
-    _mount_keeping("/tmp", f"size={size},mode=1777", [p for p in VISIBLE if _inside(p, "/tmp")])
+    """An empty private /tmp and /dev/shm.
+
+    Allow-listed paths that live under /tmp (a course or venv there) stay visible, read-only, inside
+    read-only folders of their own: the sandbox can write only into its empty tmpfs, never beside them.
+    """
+    kept = [p for p in VISIBLE if _inside(p, "/tmp") and p != "/tmp"]
+    handles = [(os.open(p, os.O_PATH | os.O_CLOEXEC), os.path.isdir(p), p) for p in kept]
+    try:
+        mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode=1777")
+        for top in sorted({"/tmp/" + p.split("/")[2] for p in kept}):
+            skeleton = top not in kept
+            if skeleton:
+                os.mkdir(top, 0o755)
+                mount("tmpfs", top, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
+            for fd, is_dir, path in handles:
+                if _inside(path, top):
+                    _bind_readonly(fd, is_dir, path)
+            if skeleton:
+                mount(None, top, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    finally:
+        for fd, _, _ in handles:
+            os.close(fd)
     mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode=1777")
 
 
