@@ -43,6 +43,7 @@ def reference_ns():
     ("jay_d03_W_transposed", "multiplicative_score", "W is used transposed"),
     ("kai_d03_swapped_labels", "plot_attention", "the tick labels are swapped"),
     ("liv_d03_swapped_return", "attention", "returns (weights, context) instead of (context, weights)"),
+    ("mia_d03_hand_no_exp", "hand_attention", "the weights are the scores divided by their sum"),
 ])
 def test_realistic_students_lose_points_on_their_item_only(course, graded_demo, student, item, mistake):
     """Does each Days 3-5 demo student lose points on the item they got wrong, and only there,
@@ -261,3 +262,108 @@ def test_in_notebook_check_of_plot_attention(reference_ns, capsys):
     check(hidden._plot("no_colorbar"))  # shows the failing card; does not raise
     assert "no colorbar" in capsys.readouterr().out
     assert plt.get_fignums() == []
+
+
+# --- hand_attention: attention computed by hand ---------------------------------------
+
+HAND_ITEM = "hand_attention"
+
+
+def _rounded(answer: dict, decimals: int = 2) -> dict:
+    """An answer as a student types it: every number rounded by hand."""
+    return {name: [round(float(x), decimals) for x in numbers] for name, numbers in answer.items()}
+
+
+def _judge_hand(key, answer) -> list:
+    """The grader's verdict on an answer (every case of the item, as when grading)."""
+    from autograder import compare
+    from autograder.sandbox import _fresh, _plain_outputs
+
+    item = key[D03][HAND_ITEM]
+    raw = {}
+    for case in item["cases"]:
+        got = {"outputs": None, "error": "", "error_type": ""}
+        try:
+            got["outputs"] = _plain_outputs(ex.run_hand(answer, _fresh(case["inputs"])))
+        except StudentError as exc:
+            got.update(error=f"StudentError: {exc}", error_type="StudentError")
+        raw[case["name"]] = got
+    return compare.judge_item(HAND_ITEM, item, raw, 1.0)
+
+
+def test_hand_solution_is_attention_on_the_example(reference_ns):
+    """Is the solution's hand computation the attention of the example (to hand rounding), computed with the
+    notebook's own attention, so that the key graded against is right?"""
+    q, k, v = (np.array(ex.HAND_EXAMPLE[name]) for name in ("query", "keys", "values"))
+    context, weights = reference_ns["attention"](q, k, v)
+    exact = {"scores": k @ q, "weights": weights, "context": context}
+    answer = reference_ns[HAND_ITEM]
+    assert set(answer) == set(ex.HAND_LENGTHS)
+    for name, value in exact.items():
+        np.testing.assert_allclose(answer[name], value, atol=5e-4, err_msg=name)
+
+
+def test_hand_mistakes_typed_by_hand_are_named(keys, reference_ns):
+    """Does the solution pass every case, and is each known mistake, with its numbers rounded to two decimals as
+    a student would type them, named on every case it fails (and only there: a right entry still scores)?"""
+    assert all(r.passed for r in _judge_hand(keys, reference_ns[HAND_ITEM]))
+    assert all(r.passed for r in _judge_hand(keys, _rounded(reference_ns[HAND_ITEM])))
+    for mistake in hidden.HAND_MISTAKES:
+        results = _judge_hand(keys, _rounded(mistake.impl))
+        failed = [r for r in results if not r.passed]
+        assert failed, mistake.name
+        assert all(r.mistake and r.mistake["title"] == mistake.title for r in failed), (mistake.name, failed[0].text())
+        assert all(not r.public for r in results)  # graded like a quiz: no case of the key is public
+
+
+@pytest.mark.parametrize("answer,message", [
+    ([2.0, 1.0, 1.5], "should be a dict with the keys 'scores', 'weights' and 'context', got list"),
+    ({"scores": [2, 1, 1.5], "weights": [0.5, 0.2, 0.3]}, "the dict has no key 'context'"),
+    ({"scores": [2, 1], "weights": [0.5, 0.2, 0.3], "context": [0.5, 0.8]}, "should hold 3 numbers"),
+    ({"scores": [2, 1, 1.5], "weights": [1.0, 0.368, 0.607], "context": [0.5, 0.8]}, "the weights sum to 1.975"),
+    ({"scores": [2, 1, 1.5], "weights": [0.5, 0.2, 0.3], "context": ["0.49", 0.81]}, "plain numbers"),
+])
+def test_hand_check_explains_the_form(capsys, answer, message):
+    """Does the student's check name what is wrong with the form of the answer (not a dict, a missing key, the
+    wrong count, weights that do not sum to 1, text instead of numbers)?"""
+    from autograder.check import check
+
+    check(answer, item=HAND_ITEM)
+    out = capsys.readouterr().out
+    assert out.startswith(f"FAIL {HAND_ITEM}") and message in out, out
+
+
+def test_hand_check_never_reveals_the_values(capsys, reference_ns):
+    """Does the check record a well-formed answer, right or wrong (a known mistake's numbers too), without ever
+    saying PASS or which numbers are right?"""
+    from autograder import reference
+    from autograder.check import _check
+
+    for answer in (reference_ns[HAND_ITEM], _rounded(hidden.HAND_MISTAKES[0].impl)):
+        report = _check(answer, HAND_ITEM)
+        assert report.passed and report.recorded, report.text()
+        assert report.text().startswith(f"RECORDED {HAND_ITEM}: answer recorded (graded later)")
+    public = reference.load_public(D03)[HAND_ITEM]
+    assert [c["name"] for c in public["cases"]] == ["scores", "weights", "context"]
+    assert all(c["expected"] is None and not c["mistakes"] for c in public["cases"])  # nothing to look the answer up in
+
+
+def test_hand_attention_graded_solution_mistake_and_stub(course, graded_demo):
+    """Graded for real (the demo class): does the solution earn the item's points, the student who skipped the
+    exponential keep the scores but lose the weights and the context (the mistake named, with its hint), and the
+    untouched stub score 0, saying the answer is missing?"""
+    _, out = graded_demo
+    rows = gradebook_rows(out)
+    points = course.item(HAND_ITEM)[1].points
+    assert float(rows["ada_complete"][HAND_ITEM]) == points
+    assert float(rows["mia_d03_hand_no_exp"][HAND_ITEM]) == pytest.approx(points / 3)
+    assert float(rows["ben_untouched"][HAND_ITEM]) == 0
+    tests = results_of(out, "mia_d03_hand_no_exp")
+    assert tests[f"{HAND_ITEM}: scores"]["status"] == "passed"
+    title = hidden.HAND_MISTAKES[0].title
+    for case in ("weights", "context"):
+        test = tests[f"{HAND_ITEM}: {case}"]
+        assert test["status"] == "failed" and title in test["output"] and "Hint:" in test["output"], test["output"]
+    stub = [t for name, t in results_of(out, "ben_untouched").items() if name.startswith(HAND_ITEM)]
+    assert stub and all(t["score"] == 0 for t in stub)
+    assert all(f"{HAND_ITEM} is not defined" in t["output"] and "NotImplementedError" in t["output"] for t in stub)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import nbformat
@@ -48,3 +49,24 @@ def test_solution_notebook_runs_in_a_kernel(kernel_env, nb, tmp_path):
     assert notebook.cells[0].outputs[0]["text"].strip() == sys.executable
     passes = [o.get("text", "") + json.dumps(o.get("data", {})) for c in notebook.cells for o in c.get("outputs", [])]
     assert any("PASS" in p for p in passes), "no check() reported PASS"
+
+
+READINGS_HEADING = "## Readings and resources"
+LINK = re.compile(r"\[(?P<title>[^\]]+)\]\((?P<url>[^)\s]+)\)")
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda nb: nb.id)
+def test_notebook_ends_with_readings_and_resources(nb):
+    """Does every notebook of course.yml end with a "Readings and resources" markdown cell whose readings are
+    links with titles (https or http addresses), in the solution and in the student release alike? A notebook
+    without it fails; none is skipped."""
+    for folder in ("solutions", "weeks"):
+        cells = nbformat.read(ROOT / folder / nb.path, as_version=4).cells
+        last = cells[-1]
+        where = f"{folder}/{nb.path}"
+        assert last.cell_type == "markdown" and last.source.lstrip().startswith(READINGS_HEADING), (
+            f"{where} does not end with a markdown cell headed {READINGS_HEADING!r}")
+        links = LINK.findall(last.source)
+        assert links, f"{where}: its readings cell has no links"
+        for title, url in links:
+            assert title.strip() and re.match(r"https?://[^/]+\.[a-z]+/?", url), (where, title, url)

@@ -4,6 +4,13 @@ Everything here is NumPy in float64. `attention` is called with score
 functions of the grader's own (probes) rather than with the course's scores,
 so that it is graded on its own: a probe checks that it is called as
 `score_fn(query, keys)` and never gives away another item's answer.
+
+`hand_attention` is a hand computation on one fixed example: its answer is a
+dict of numbers, graded like a quiz answer. The student's check confirms its
+form only (which keys, how many numbers, weights that are a distribution);
+the grader compares the values with the reference, within a tolerance meant
+for numbers rounded by hand, and names the known mistakes
+(autograder/hidden/day03_attention_mechanism.py).
 """
 from __future__ import annotations
 
@@ -214,6 +221,79 @@ def plot_public(rng):
     ]
 
 
+# --- hand_attention: one example, computed by hand ---------------------------
+
+HAND_EXAMPLE = {
+    "query": [1.0, 0.5],  # (d,) = (2,): "a cough, and a little knee pain" as (respiratory, joints)
+    "keys": [[2.0, 0.0], [0.0, 2.0], [1.0, 1.0]],  # (n, d) = (3, 2): asthma, knee surgery, bronchitis
+    "values": [[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]],  # (n, d_v) = (3, 2): (hospitalised, long-term medication)
+}
+"""The notebook's hand computation, its inputs only (the answer is never in a public file)."""
+
+HAND_LENGTHS = {"scores": 3, "weights": 3, "context": 2}
+"""How many numbers each entry of the answer holds: one score and one weight per event, one context per outcome."""
+
+HAND_TOLERANCE = 0.01
+"""Largest difference from the exact value accepted for a number computed by hand (rounding on the way)."""
+
+HAND_SUM_TOLERANCE = 0.02
+"""How far from 1 hand-rounded weights may sum (three numbers rounded to two decimals: at most 0.015)."""
+
+
+def _hand_numbers(value, name: str) -> np.ndarray:
+    """The numbers of one entry of the answer as a float64 array (n,), or a StudentError saying what is wrong."""
+    n = HAND_LENGTHS[name]
+    where = f"hand_attention[{name!r}]"
+    if type(value) not in (list, tuple, np.ndarray):
+        raise StudentError(f"{where} should be a list of {n} numbers, got {type(value).__name__}")
+    items = list(value.ravel()) if type(value) is np.ndarray else list(value)
+    if len(items) != n or (type(value) is np.ndarray and value.ndim != 1):
+        raise StudentError(f"{where} should hold {n} numbers, one per {'outcome' if name == 'context' else 'event'}"
+                           f", in the order of the table; got {len(items)}")
+    numbers = []
+    for x in items:
+        if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer, np.floating)):
+            raise StudentError(f"{where} should hold plain numbers (e.g. 0.506), got {type(x).__name__}")
+        numbers.append(float(x))
+    array = np.array(numbers, dtype=np.float64)  # (n,)
+    if not np.isfinite(array).all():
+        raise StudentError(f"{where} holds a NaN or an infinite number")
+    return array
+
+
+def run_hand(answer, inputs):
+    """One case per entry (scores, weights, context), so that each earns its share of the points.
+
+    Checks the form only; the values are compared with the key (the grader's, never shipped).
+    """
+    name = inputs["entry"]
+    if type(answer) is not dict:
+        raise StudentError(f"hand_attention should be a dict with the keys 'scores', 'weights' and 'context', "
+                           f"got {type(answer).__name__}")
+    if name not in answer:
+        unknown = [repr(k) for k in answer if k not in HAND_LENGTHS]
+        raise StudentError(f"the dict has no key {name!r}" + (f" (unknown keys: {', '.join(unknown)})" if unknown else ""))
+    array = _hand_numbers(answer[name], name)
+    if name == "weights":
+        if (array < 0).any():
+            raise StudentError("a weight is negative; softmax weights are exponentials divided by their sum, "
+                               "so never negative")
+        if abs(array.sum() - 1.0) > HAND_SUM_TOLERANCE:
+            raise StudentError(f"the weights sum to {array.sum():.3f}; softmax weights sum to 1 (divide each "
+                               "exponential by the sum of all three)")
+    return {name: array}
+
+
+def hand_public(rng):
+    tolerance = (0.0, HAND_TOLERANCE)
+    return [
+        Case("scores", {"entry": "scores"}, "the three dot scores, one per event", tolerance),
+        Case("weights", {"entry": "weights"}, "the softmax of the scores: three weights summing to 1", tolerance),
+        Case("context", {"entry": "context"}, "the weighted average of the values: one number per outcome",
+             tolerance),
+    ]
+
+
 EXERCISES = [
     Exercise("softmax", run_softmax, softmax_public),
     Exercise("dot_score", run_dot, lambda rng: [
@@ -232,5 +312,7 @@ EXERCISES = [
         Case("single-key", additive_inputs(rng, 1, 2, 3, 5), "n = 1"),
     ]),
     Exercise("attention", run_attention, attention_public, needs=("softmax", "dot_score")),
+    # Answered like a quiz (a value, not a function): the public check sees the form, the grader the values.
+    Exercise("hand_attention", run_hand, hand_public, kind="quiz"),
     Exercise("plot_attention", run_plot, plot_public),
 ]

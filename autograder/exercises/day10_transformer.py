@@ -2,7 +2,7 @@
 
 Module items are graded on identical weights: every case carries the
 constructor arguments and one array per `state_dict` key of the structure
-COURSE_SPEC fixes (keys contain a dot; nothing else does), generated here
+docs/contract.md fixes (keys contain a dot; nothing else does), generated here
 with the case's rng. The runner builds the student's module, converts it to
 the case's dtype, loads the weights with strict=True and runs it in eval mode.
 
@@ -132,7 +132,7 @@ def build_module(cls, inputs, init_names):
         raise StudentError(f"{cls.__name__}(...) should build a torch.nn.Module, got {type(module).__name__}")
     module = module.to(dtype_of(inputs))
     weights = {k: as_tensor(v) for k, v in inputs.items() if "." in k}
-    load_weights(module, weights, "the submodules COURSE_SPEC names")
+    load_weights(module, weights, "the submodules it names, which the grader relies on")
     return module.eval()
 
 

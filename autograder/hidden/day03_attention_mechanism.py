@@ -9,8 +9,8 @@ import numpy as np
 
 from ..exercise import Case, Mistake
 from ..exercises.day03_attention_mechanism import (
-    additive_inputs, attention_inputs, dot_inputs, multiplicative_inputs, plot_case, scales_apart, softmax_case,
-    with_minus_inf,
+    HAND_EXAMPLE, additive_inputs, attention_inputs, dot_inputs, multiplicative_inputs, plot_case, scales_apart,
+    softmax_case, with_minus_inf,
 )
 
 
@@ -70,6 +70,10 @@ HIDDEN_CASES = {
         Case("hidden-size-1", additive_inputs(rng, 3, 2, 2, 1)),
     ],
     "attention": attention_hidden,
+    # One fixed example computed by hand: no other cases make sense. Its three public cases (scores, weights,
+    # context) are graded on their values, like a quiz's: the key of a quiz item is never public, so students
+    # see only whether their answer has the right form until grades are published.
+    "hand_attention": lambda rng: [],
     "plot_attention": lambda rng: [
         plot_case(rng, "wide", 2, 12),
         plot_case(rng, "tall", 6, 3),
@@ -186,6 +190,42 @@ def _attention(kind):
     return attention
 
 
+# --- hand_attention mistakes -------------------------------------------------
+
+def _hand(kind):
+    """The answer a student who makes this mistake by hand arrives at (exact; the grader allows for rounding)."""
+    query = np.array(HAND_EXAMPLE["query"])  # (d,)
+    keys = np.array(HAND_EXAMPLE["keys"])  # (n, d)
+    values = np.array(HAND_EXAMPLE["values"])  # (n, d_v)
+    scores = keys @ query  # (n,)
+    if kind == "scaled":
+        scores = scores / np.sqrt(query.size)
+    if kind == "no_exp":
+        weights = scores / scores.sum()
+    elif kind == "hard_lookup":
+        weights = (scores == scores.max()).astype(np.float64)  # (n,) one-hot on the best key
+    else:
+        weights = _stable_softmax(scores)
+    context = weights @ (keys if kind == "context_from_keys" else values)  # (d_v,)
+    return {"scores": scores.tolist(), "weights": weights.tolist(), "context": context.tolist()}
+
+
+HAND_MISTAKES = [
+    Mistake("no_exp", "the weights are the scores divided by their sum, without the exponential",
+            "softmax exponentiates first: weight_j = exp(e_j) / (exp(e_1) + exp(e_2) + exp(e_3)); subtract the "
+            "largest score before exponentiating and use the table of e^x", _hand("no_exp")),
+    Mistake("context_from_keys", "the context mixes the keys instead of the values",
+            "the keys only decide the weights; the context is the weighted sum of the values table: "
+            "c = w_1 v_1 + w_2 v_2 + w_3 v_3", _hand("context_from_keys")),
+    Mistake("hard_lookup", "only the best-matching event counts (weight 1 for it, 0 for the others)",
+            "attention blends rather than picks: every event gets the weight exp(e_j) / sum_i exp(e_i), and the "
+            "context averages all three values with those weights", _hand("hard_lookup")),
+    Mistake("scaled", "the scores are divided by sqrt(d)",
+            "the dot score of Days 3-5 is q . k_j, unscaled (dividing by sqrt(d_k) comes with Day 6's scaled "
+            "dot-product attention)", _hand("scaled")),
+]
+
+
 # --- plot_attention mistakes -------------------------------------------------
 
 def _plot(kind):
@@ -254,6 +294,7 @@ MISTAKES = {
                 "weights[:, None] * values has shape (n, d_v); the context is their sum: weights @ values",
                 _attention("not_summed")),
     ],
+    "hand_attention": HAND_MISTAKES,
     "plot_attention": [
         Mistake("transposed", "the image shows the weights transposed (keys down, queries across)",
                 "imshow(weights) as is: row i (query i) becomes image row i, so queries run down the y axis",

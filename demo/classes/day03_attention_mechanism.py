@@ -24,6 +24,13 @@ STUDENTS = {
         "    ax.set_yticklabels(key_labels)\n"
         "    plt.colorbar(im)\n"
         "    return fig\n")},
+    # Attention by hand, with the scores normalised by their sum (no exponential), rounded on the way.
+    "mia_d03_hand_no_exp": {"*": "solution", "hand_attention": (
+        "hand_attention = {\n"
+        "    \"scores\": [2, 1, 1.5],\n"
+        "    \"weights\": [0.44, 0.22, 0.33],\n"
+        "    \"context\": [0.55, 0.77],\n"
+        "}\n")},
     # Returns the two results in the order they were computed.
     "liv_d03_swapped_return": {"*": "solution", "attention": (
         "def attention(query, keys, values, score_fn=dot_score):\n"
