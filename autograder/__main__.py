@@ -1,4 +1,4 @@
-"""Command line: python -m autograder {build,normalize,check,grade,report,summary,release,gradescope,import,
+"""Command line: python -m autograder {new,build,normalize,check,grade,report,summary,release,gradescope,import,
 manual,finalize,review}."""
 from __future__ import annotations
 
@@ -24,6 +24,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__)
     parser.add_argument("--course", type=Path, help="course.yml to use (default: the repository's)")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("new", help="scaffold a new auto-graded exercise: its cells in solutions/, course.yml, "
+                       "autograder/exercises/ and autograder/hidden/ (beside --course's course.yml)")
+    p.add_argument("item", help="the item's id: the name students define (a Python identifier)")
+    p.add_argument("--notebook", required=True, help="the notebook (its id in course.yml) the item is added to")
+    p.add_argument("--points", type=float, default=1.0, help="the item's points (default: 1)")
 
     p = sub.add_parser("build", help="build weeks/ and the public answer keys from solutions/")
     p.add_argument("notebooks", nargs="*", help="notebook ids (default: all)")
@@ -60,7 +66,12 @@ def main(argv=None) -> int:
     try:
         course = load_course(args.course)
         _cross_check(course, args)
-        if args.command == "build":
+        if args.command == "new":
+            from .scaffold import new_item, next_steps
+
+            new_item(course, args.item, args.notebook, args.points)
+            print(next_steps(course, args.item, args.notebook, args.points))
+        elif args.command == "build":
             from .build import build
 
             changed = build(course, only=args.notebooks or None)
@@ -104,6 +115,8 @@ def _cross_check(course, args) -> None:
         check_course_files(course, [nb for nb in course.notebooks if nb.id != target], parts=("solutions",))
     elif args.command == "build" and args.notebooks:
         check_course_files(course, [course.notebook(n) for n in args.notebooks])
+    elif args.command == "new":  # it writes the files beside the course.yml it is given
+        check_course_files(course, root=course.source.parent)
     else:
         check_course_files(course)
 
@@ -250,6 +263,9 @@ def _add_integration_commands(sub) -> None:
     p = sub.add_parser("release", help="write the student repository (notebooks, checker, README, workflow) to OUT")
     p.add_argument("out", type=Path)
     p.add_argument("notebooks", nargs="*", help="notebook or week ids (default: all); earlier releases in OUT are kept")
+    p.add_argument("--publish-references", nargs="+", metavar="WEEK_OR_NOTEBOOK",
+                   help="also publish these weeks' (or notebooks') reference functions and classes, for "
+                   "`earlier.use(\"reference\")` in later notebooks; refused before the week's due date")
 
     p = sub.add_parser("gradescope", help="write a Gradescope autograder bundle (setup.sh, run_autograder)")
     p.add_argument("out", type=Path, help="the .zip to write")
@@ -287,7 +303,7 @@ def _release(course, args) -> int:
     from .release import ReleaseError, release
 
     try:
-        release(course, args.out, args.notebooks or None)
+        release(course, args.out, args.notebooks or None, publish=args.publish_references)
     except ReleaseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -15,8 +15,8 @@ from nbgrader.preprocessors import (
     CheckCellMetadata, ClearHiddenTests, ClearMarkScheme, ClearOutput, ClearSolutions, ComputeChecksums, LockCells,
 )
 
-from . import reference, source, wire
-from .config import ROOT, Course, Notebook
+from . import compare, reference, source, wire
+from .config import ROOT, ConfigError, Course, Notebook
 
 # generate_assignment's order, less IncludeHeaderFooter/InstantiateTests (unused) and SaveCells (its database).
 # ClearHiddenTests must follow the first ComputeChecksums; ComputeChecksums runs again after it.
@@ -40,8 +40,36 @@ def release_text(course_nb: Notebook, root: Path = ROOT) -> str:
     return source.dumps(release_notebook(src))
 
 
+class BuildError(ConfigError):
+    """A course whose answer key cannot grade: an item without cases, or a catalogued mistake that the
+    reference gives the same outputs as on every case (so a correct student would be told they made it)."""
+
+
 def public_text(course: Course, nb: Notebook, run, root: Path = ROOT) -> bytes:
-    return wire.encode(reference.public_part(reference.load_key(course, nb, run, root)))
+    """The notebook's public key, from its full answer key (BuildError when that key cannot grade)."""
+    key = reference.load_key(course, nb, run, root)
+    problems = key_problems(nb, key)
+    if problems:
+        raise BuildError("\n".join(problems))
+    return wire.encode(reference.public_part(key))
+
+
+def key_problems(nb: Notebook, key: dict) -> list[str]:
+    """What makes an answer key unfit to grade with, one line each: an item without any case, and a mistake of
+    MISTAKES whose outputs pass every case (the reference's own outputs, up to the case's tolerance)."""
+    exercise, hidden = f"autograder/exercises/{nb.id}.py", f"autograder/hidden/{nb.id}.py"
+    problems = []
+    for item_id, item in key.items():
+        if not item["cases"]:
+            problems.append(f"{exercise}, {hidden}: item {item_id!r} of {nb.id} has no cases; give it public cases "
+                            "(its Exercise in EXERCISES) or hidden cases (HIDDEN_CASES), or nothing can grade it")
+            continue
+        for mistake in item["mistakes"]:
+            if not any(compare.mistake_fails(case, mistake["name"]) for case in item["cases"]):
+                problems.append(f"{hidden}: mistake {mistake['name']!r} of item {item_id!r} gives the reference's "
+                                "outputs on every case: the solution changed, or the mistake no longer differs; "
+                                "fix or remove it")
+    return problems
 
 
 def public_is_current(path: Path, data: bytes) -> bool:
@@ -71,20 +99,28 @@ def build(course: Course, root: Path = ROOT, only: list[str] | None = None, log=
     if stale:
         raise source.SourceError("\n".join(stale))
     preload()
-    changed = []
-    for nb in course.notebooks:
+    outputs, problems = {}, []
+    for nb in course.notebooks:  # every key first: nothing is written when one of them cannot grade
         if only and nb.id not in only:
             continue
-        outputs = {
-            root / "weeks" / nb.path: release_text(nb, root).encode(),
-            reference.public_path(nb.id): public_text(course, nb, run_job, root),
-        }
-        for path, data in outputs.items():
-            if path.suffix == ".agw" and public_is_current(path, data):
-                continue
-            if not path.exists() or path.read_bytes() != data:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(data)
-                changed.append(path)
-                log(f"wrote {path.relative_to(root)}")
+        try:
+            public = public_text(course, nb, run_job, root)
+        except BuildError as exc:
+            problems += str(exc).splitlines()
+            continue
+        outputs[root / "weeks" / nb.path] = release_text(nb, root).encode()
+        outputs[reference.public_path(nb.id)] = public
+    if len(problems) == 1:
+        raise BuildError(problems[0])
+    if problems:
+        raise BuildError(f"the answer keys cannot grade ({len(problems)} problems):\n  " + "\n  ".join(problems))
+    changed = []
+    for path, data in outputs.items():
+        if path.suffix == ".agw" and public_is_current(path, data):
+            continue
+        if not path.exists() or path.read_bytes() != data:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            changed.append(path)
+            log(f"wrote {path.relative_to(root)}")
     return changed

@@ -219,11 +219,23 @@ def explains(case_key: dict, got: dict, mistake: dict) -> bool | None:
         return "$error" in out and out["$error"] == got.get("error_type", "")
     if "$error" in out:
         return False
-    tolerance = case_key.get("tolerance")
-    outputs = got.get("outputs") or {}
-    if not compare_outputs(case_key["expected"], out, tolerance):
+    if not mistake_fails(case_key, mistake["name"]):
         return False  # the mistake passes this case; the student does not
-    return any(_matches(out, outputs, tolerance, mode) for mode in NAN_MODES)
+    outputs = got.get("outputs") or {}
+    return any(_matches(out, outputs, case_key.get("tolerance"), mode) for mode in NAN_MODES)
+
+
+def mistake_fails(case_key: dict, name: str) -> bool:
+    """Does the mistake `name` fail this case: raise, or give outputs the case does not accept?
+
+    Only a mistake that fails a case can be named there (`explains`, `diagnose`); one that fails no case
+    of its item gives the reference's outputs, and `build` refuses it. False when the key has no output
+    of the mistake on this case.
+    """
+    out = case_key.get("mistakes", {}).get(name)
+    if out is None:
+        return False
+    return "$error" in out or bool(compare_outputs(case_key["expected"], out, case_key.get("tolerance")))
 
 
 def diagnose(case_key: dict, got: dict | None, error_type: str, mistakes: list[dict]) -> dict | None:
@@ -238,8 +250,7 @@ def diagnose(case_key: dict, got: dict | None, error_type: str, mistakes: list[d
                 if got is None and error_type == out["$error"]:
                     return m
                 continue
-            if (got is not None and compare_outputs(case_key["expected"], out, tolerance)
-                    and _matches(out, got, tolerance, mode)):
+            if got is not None and mistake_fails(case_key, m["name"]) and _matches(out, got, tolerance, mode):
                 return m
     return None
 

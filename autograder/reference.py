@@ -9,6 +9,7 @@ cached under `.cache/keys/`, keyed by everything it depends on; the public part
 """
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import importlib.metadata
@@ -92,7 +93,7 @@ def key_digest(course: Course, nb: Notebook, root: Path = ROOT) -> str:
     for part in (
         (root / "solutions" / nb.path).read_bytes(),
         (package / "exercises" / f"{nb.id}.py").read_bytes(),
-        (package / "hidden" / f"{nb.id}.py").read_bytes(),
+        *(path.read_bytes() for path in hidden_files(package / "hidden" / f"{nb.id}.py")),
         (package / "exercise.py").read_bytes(),
         (package / "sandbox.py").read_bytes(),  # how cases are run (seeds, forks) shapes the outputs
         f"{course.grading.public_seed}:{course.grading.hidden_seed}".encode(),
@@ -100,6 +101,28 @@ def key_digest(course: Course, nb: Notebook, root: Path = ROOT) -> str:
     ):
         h.update(hashlib.sha256(part).digest())
     return h.hexdigest()[:20]
+
+
+def hidden_files(path: Path) -> list[Path]:
+    """A hidden module and the hidden library modules it imports (`from .transformer_mistakes import ...`),
+    transitively, read with `ast` (nothing is imported)."""
+    found, todo = [], [Path(path)]
+    while todo:
+        current = todo.pop()
+        if current in found or not current.is_file():
+            continue
+        found.append(current)
+        for node in ast.walk(ast.parse(current.read_bytes(), str(current))):
+            if not isinstance(node, ast.ImportFrom) or not node.module:
+                continue
+            if node.level == 1:  # from .library import ...
+                name = node.module
+            elif node.level == 2 and node.module.startswith("hidden."):  # from ..hidden.library import ...
+                name = node.module[len("hidden."):]
+            else:
+                continue
+            todo.append(current.parent / f"{name.replace('.', '/')}.py")
+    return found
 
 
 @functools.cache
@@ -127,6 +150,9 @@ def compute_key(course: Course, nb: Notebook, run: Runner, root: Path = ROOT) ->
     key = {}
     for item in nb.auto_items:
         ref = result["items"][item.id]
+        if ref["status"] == "missing":
+            raise ReferenceError_(f"solutions/{nb.path}: no cell defines {item.id}; its solution cell "
+                                  f"(grade_id {item.id}) should")
         if ref["status"] != "done":
             raise ReferenceError_(f"solutions/{nb.path}: item {item.id} {ref['status']}: {ref['error']}")
         ex = exs[item.id]

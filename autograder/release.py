@@ -51,7 +51,7 @@ STUDENT_FOLDERS = frozenset({"exercises", "public"})
 
 INSTRUCTOR_ONLY = frozenset({
     "hidden", "hidden_tests.py",            # hidden cases, known mistakes as code, the hidden-test runner
-    "build.py", "source.py", "crosscheck.py",  # authoring (build needs nbgrader)
+    "build.py", "source.py", "crosscheck.py", "scaffold.py",  # authoring (build needs nbgrader)
     "release.py", "gradescope.py", "lms.py", "policy.py", "review.py", "templates",  # the instructor's tools
     "classreport.py", "report.py", "pictures.py",  # feedback pages and the class report
     "__pycache__",

@@ -18,7 +18,7 @@ from autograder import compare, notebook
 from autograder.config import ROOT
 from autograder.exercise import StudentError
 from autograder.exercises import day08_multi_head_attention as ex
-from autograder.hidden import day08_multi_head_attention as hidden
+from autograder.hidden.transformer_mistakes import GivenMHA
 from autograder.sandbox import _fresh, _plain_outputs
 from conftest import gradebook_rows, results_of, solution_namespace, grade_students
 
@@ -229,7 +229,7 @@ def test_key_holds_what_the_spec_says(keys):
 
 # --- other correct implementations pass; the runner explains a wrong module --------
 
-class EinsumMHA(hidden._Given):
+class EinsumMHA(GivenMHA):
     """Correct, but scales the queries first and writes the products as einsums."""
 
     def forward(self, query, key, value, mask=None):
@@ -245,7 +245,7 @@ class EinsumMHA(hidden._Given):
         return self.W_o(context), weights
 
 
-class FusedMHA(hidden._Given):
+class FusedMHA(GivenMHA):
     """Correct, with PyTorch's fused attention for the output where no dropout applies.
 
     In training mode the output must use self.dropout(weights), whose seeded draws the case compares, so the

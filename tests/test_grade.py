@@ -9,10 +9,12 @@ import sys
 import pytest
 
 from autograder import grade
-from autograder.config import ROOT
+from autograder.config import ROOT, load_course
 from conftest import copy_class, gradebook_rows, results_of
 
 D06 = "day06_scaled_dot_product_attention"
+POINTS = {item.id: item.points for item in load_course().notebook(D06).items}
+"""Day 6's items and their points, from course.yml."""
 
 
 def test_pipeline_order():
@@ -76,7 +78,7 @@ def test_hostile_submission_is_contained(graded_demo):
     assert "subclass of torch.Tensor" in tests["scaled_dot_product_attention: 2d-float64"]["output"]
     assert float(row["causal_mask"]) == 0 and "ended itself" in tests["causal_mask"]["output"]
     assert float(row["attention_flops"]) == 0 and "CPU time" in tests["attention_flops"]["output"]
-    assert float(row["padding_mask"]) == 1 and float(row["quiz_sqrt_dk"]) == 1
+    assert float(row["padding_mask"]) == POINTS["padding_mask"] and float(row["quiz_sqrt_dk"]) == POINTS["quiz_sqrt_dk"]
     text = (out / "results" / "hal_hostile.json").read_text()
     assert "100/100" not in text
     detail = json.loads(subprocess.run(
@@ -93,7 +95,7 @@ def test_patched_comparisons_gain_nothing(graded_demo):
     _, out = graded_demo
     row = gradebook_rows(out)["ivan_patcher"]
     assert float(row["scaled_dot_product_attention"]) == 0
-    assert float(row["causal_mask"]) == 1 and float(row["padding_mask"]) == 1
+    assert float(row["causal_mask"]) == POINTS["causal_mask"] and float(row["padding_mask"]) == POINTS["padding_mask"]
     assert "Total score: 8/8" not in (out / "results" / "ivan_patcher.json").read_text()
 
 
@@ -129,7 +131,8 @@ def test_unchanged_submissions_are_not_regraded(fast_course, demo_class, tmp_pat
                                          "scores = torch.matmul(query, key.transpose(-2, -1)) / math.sqrt(d_k)"))
     third = grade.grade_all(fast_course, cls, out, workers=1, progress=None)
     assert third["graded"] == 1
-    assert float(gradebook_rows(out)["cleo_no_scaling"]["scaled_dot_product_attention"]) == 4
+    assert float(gradebook_rows(out)["cleo_no_scaling"]["scaled_dot_product_attention"]) == \
+        POINTS["scaled_dot_product_attention"]
 
 
 def test_unreadable_submission_is_recorded_not_fatal(fast_course, demo_class, tmp_path):
@@ -141,7 +144,8 @@ def test_unreadable_submission_is_recorded_not_fatal(fast_course, demo_class, tm
     out = tmp_path / "out"
     grade.grade_all(fast_course, cls, out, workers=1, progress=None)
     rows = gradebook_rows(out)
-    assert float(rows["zed_broken"]["total"]) == 0 and float(rows["ada_complete"]["scaled_dot_product_attention"]) == 4
+    assert float(rows["zed_broken"]["total"]) == 0
+    assert float(rows["ada_complete"]["scaled_dot_product_attention"]) == POINTS["scaled_dot_product_attention"]
     data = json.loads((out / "results" / "zed_broken.json").read_text())
     assert "not valid notebook JSON" in data["output"] and str(bad) in data["output"]
 
@@ -207,7 +211,7 @@ def test_changed_points_are_regraded(demo_class, tmp_path):
     cls = copy_class(demo_class, tmp_path / "cls", ["ada_complete"])
     out = tmp_path / "out"
     grade.grade_all(load_course(path), cls, out, workers=1, progress=None, pages=False)
-    assert float(gradebook_rows(out)["ada_complete"]["causal_mask"]) == 1
+    assert float(gradebook_rows(out)["ada_complete"]["causal_mask"]) == POINTS["causal_mask"]
     data = yaml.safe_load(path.read_text())
     for week in data["weeks"]:
         for nb in week["notebooks"]:

@@ -9,7 +9,7 @@ import nbformat
 import pytest
 
 from autograder import notebook
-from autograder.config import ROOT
+from autograder.config import ROOT, load_course
 from autograder.grade import grade_all
 from conftest import gradebook_rows, results_of
 import students as demo_students
@@ -237,9 +237,16 @@ def broken_class(fast_course, tmp_path_factory):
     return out
 
 
+POINTS06 = {item.id: item.points for item in load_course().notebook(D06).auto_items}
+"""Day 6's auto-graded items and their points (course.yml): what a working notebook earns."""
+
+
 @pytest.mark.parametrize("student,total", [
-    ("ok_student", 8), ("deleted_tests", 8), ("edited_tests", 8), ("old_format", 8), ("duplicate_ids", 8),
-    ("renamed_function", 7), ("syntax_error", 7), ("empty_file", 0), ("not_utf8", 0), ("truncated", 0),
+    *((student, sum(POINTS06.values())) for student in
+      ("ok_student", "deleted_tests", "edited_tests", "old_format", "duplicate_ids")),
+    ("renamed_function", sum(POINTS06.values()) - POINTS06["causal_mask"]),
+    ("syntax_error", sum(POINTS06.values()) - POINTS06["padding_mask"]),
+    ("empty_file", 0), ("not_utf8", 0), ("truncated", 0),
 ])
 def test_broken_submissions_score_what_they_deserve(broken_class, student, total):
     """Does each broken submission get exactly the points its working parts earn?"""

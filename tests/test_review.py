@@ -303,9 +303,16 @@ def test_keyboard_grading_persists_and_reaches_the_exports(browser, review, tmp_
     canvas.csv, results.json and the feedback pages?"""
     from bs4 import BeautifulSoup
 
+    import students as demo_students
+
+    from autograder.config import load_course
+
     answers = review.answers()
     demo = [a for a in answers if a.student not in ANSWERS]
-    assert len(demo) == 15 and len(answers) == 15 + len(ANSWERS)
+    course = load_course()
+    expected = sum(1 for notebooks in demo_students.load_students().values() for nb_id in notebooks
+                   for item in course.notebook(nb_id).items if item.manual)  # each demo notebook's checkpoints
+    assert len(demo) == expected and len(answers) == expected + len(ANSWERS)
     assert {a.state for a in demo} == {"untouched"}, "the demo class leaves its checkpoints as stubs"
     points = {a.key: (0 if a.state != "answered" else (n % 3)) for n, a in enumerate(answers)}
     for n, a in enumerate(demo):
@@ -374,7 +381,7 @@ def test_keyboard_grading_persists_and_reaches_the_exports(browser, review, tmp_
             assert float(canvas[a.student][nb.title]) == pytest.approx(expected, abs=1e-3), a
         results = json.loads((review.out / "results" / f"{a.student}.json").read_text())
         test = next(t for t in results["tests"] if t["name"] == a.item_id)
-        assert test["score"] == points[a.key] and test["max_score"] == 2
+        assert test["score"] == points[a.key] and test["max_score"] == course.item(a.item_id)[1].points
         if a.student in pages:
             soup = BeautifulSoup(pages[a.student], "html.parser")
             cells = next(tr.find_all("td") for tr in soup.select("table.items tr")

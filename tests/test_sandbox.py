@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from autograder.config import ROOT
+from autograder.config import ROOT, load_course
 from autograder.grade import grade_all
 from conftest import gradebook_rows
 import students as demo_students
@@ -24,7 +24,8 @@ D06 = "day06_scaled_dot_product_attention"
 MARK = f"agw-{uuid.uuid4().hex[:8]}"
 NAME = "agw" + MARK[-8:]  # a process name (at most 15 characters) that only this test's threats take
 SET_NAME = f"import ctypes\nctypes.CDLL(None).prctl(15, b'{NAME}')\n"
-ITEMS = {"scaled_dot_product_attention": 4, "causal_mask": 1, "padding_mask": 1, "attention_flops": 1, "quiz_sqrt_dk": 1}
+ITEMS = {item.id: item.points for item in load_course().notebook(D06).auto_items}
+"""Day 6's auto-graded items and their points (course.yml)."""
 
 # name: (edits, the item(s) that must get 0 or None, a phrase its message or a cell problem must contain)
 THREATS = {

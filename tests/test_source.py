@@ -57,7 +57,8 @@ def test_normalize_fills_points_from_course(course):
     ])
     out = source.normalize(draft, nb06)
     cell = out.cells[0]
-    assert cell.id == "test_causal_mask" and cell.metadata.nbgrader["points"] == 1 and cell.metadata.nbgrader["locked"]
+    points = course.item("causal_mask")[1].points
+    assert cell.id == "test_causal_mask" and cell.metadata.nbgrader["points"] == points and cell.metadata.nbgrader["locked"]
 
 
 def test_normalize_rejects_unknown_grade_id(course):

@@ -5,15 +5,11 @@ on the public cases (as data), so the student's check can name them too.
 """
 from __future__ import annotations
 
-import math
-
-import torch
-from torch import nn
-
 from ..exercise import Case, Mistake
 from ..exercises.day08_multi_head_attention import (
     count_case, merge_case, mha_inputs, random_mask, split_case, tril,
 )
+from .transformer_mistakes import multi_head_attention
 
 
 def split_hidden(rng):
@@ -105,113 +101,51 @@ def _merge(kind):
     return merge_heads
 
 
-# MultiHeadAttention
-
-def _attention(query, key, value, mask=None, scale_dim=None):
-    """Day 6's reference attention, with an optional wrong width to scale by."""
-    scores = query @ key.transpose(-2, -1) / math.sqrt(scale_dim or query.size(-1))
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    weights = torch.softmax(scores, dim=-1)
-    if mask is not None:
-        weights = weights.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)
-    return weights @ value, weights
-
-
-class _Given(nn.Module):
-    """The __init__ the notebook gives."""
-
-    def __init__(self, d_model, num_heads, dropout=0.0, bias=True):
-        super().__init__()
-        if d_model % num_heads != 0:
-            raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
-        self.d_model, self.num_heads, self.d_k = d_model, num_heads, d_model // num_heads
-        self.W_q = nn.Linear(d_model, d_model, bias=bias)
-        self.W_k = nn.Linear(d_model, d_model, bias=bias)
-        self.W_v = nn.Linear(d_model, d_model, bias=bias)
-        self.W_o = nn.Linear(d_model, d_model, bias=bias)
-        self.dropout = nn.Dropout(dropout)
-
-
-def _mha(split="ok", merge="ok", project=True, scale="d_k", mask_mode="head_axis", values_from="value",
-         key_length="key", returned="weights", dropout=True):
-    """A family of MultiHeadAttention modules, each with one deliberate deviation."""
-
-    class MultiHeadAttention(_Given):
-        def forward(self, query, key, value, mask=None):
-            B, Lq, D = query.shape
-            Lk = Lq if key_length == "query" else key.size(1)
-            h, d_k = self.num_heads, self.d_k
-
-            def heads(x, L):
-                if split == "view":
-                    return x.view(B, h, L, d_k)
-                return x.view(B, L, h, d_k).transpose(1, 2)  # (B, h, L, d_k)
-
-            q = heads(self.W_q(query), Lq)
-            k = heads(self.W_k(key), Lk)
-            v = heads(self.W_v(key if values_from == "key" else value), Lk)
-            if mask is not None:
-                if mask_mode == "ignored":
-                    mask = None
-                elif mask_mode == "always" or (mask_mode == "head_axis" and mask.dim() == 3):
-                    mask = mask.unsqueeze(1)
-            _, weights = _attention(q, k, v, mask, D if scale == "d_model" else None)
-            dropped = self.dropout(weights) if dropout else weights
-            context = dropped @ v  # (B, h, Lq, d_k)
-            if merge == "view":
-                merged = context.reshape(B, Lq, D)
-            else:
-                merged = context.transpose(1, 2).contiguous().view(B, Lq, D)
-            output = self.W_o(merged) if project else merged
-            if returned == "dropped":
-                return output, dropped
-            if returned == "mean":
-                return output, weights.mean(dim=1)
-            return output, weights
-
-    return MultiHeadAttention
-
+# MultiHeadAttention: the family of modules is in transformer_mistakes (Days 10-14 build on it)
 
 MHA_MISTAKES = [
     Mistake("split_view_no_transpose", "the heads are split with view(B, h, L, d_k) and no transpose",
             "view as (B, L, h, d_k) first, then .transpose(1, 2): a plain view to (B, h, L, d_k) mixes "
-            "positions into the heads", _mha(split="view")),
+            "positions into the heads", multi_head_attention(split="view")),
     Mistake("split_and_merge_with_view", "the heads are split and merged with a bare view (no transposes)",
             "split_heads needs view(B, L, h, d_k) then transpose(1, 2), and merge_heads the reverse; if your "
-            "forward calls them, fix them first (their own checks show it)", _mha(split="view", merge="view")),
+            "forward calls them, fix them first (their own checks show it)",
+            multi_head_attention(split="view", merge="view")),
     Mistake("merge_without_transpose", "the heads are merged without moving the head axis back",
             "merge with x.transpose(1, 2).contiguous().view(B, Lq, d_model); reshaping (B, h, L, d_k) "
-            "straight to (B, L, d_model) scrambles positions and heads", _mha(merge="view")),
+            "straight to (B, L, d_model) scrambles positions and heads", multi_head_attention(merge="view")),
     Mistake("no_output_projection", "the output projection W_o is not applied",
-            "after merging the heads, return self.W_o(merged): W_o mixes the heads' outputs", _mha(project=False)),
+            "after merging the heads, return self.W_o(merged): W_o mixes the heads' outputs",
+            multi_head_attention(project=False)),
     Mistake("scaled_by_sqrt_d_model", "the scores are scaled by sqrt(d_model) instead of sqrt(d_k)",
             "each head works in d_k = d_model // num_heads dimensions: divide by math.sqrt(self.d_k) "
-            "(Day 6's function does this when you pass it the split heads)", _mha(scale="d_model")),
+            "(Day 6's function does this when you pass it the split heads)", multi_head_attention(scale="d_model")),
     Mistake("mask_not_broadcast_over_heads", "a (B, Lq, Lk) or (B, 1, Lk) mask is used without a head axis",
             "the scores are (B, h, Lq, Lk): when mask.dim() == 3, use mask.unsqueeze(1) so the same mask "
             "applies to every head (otherwise batch b's mask lands on head b, or broadcasting fails)",
-            _mha(mask_mode="as_given")),
+            multi_head_attention(mask_mode="as_given")),
     Mistake("mask_head_axis_added_twice", "a head axis is inserted into a mask that does not need one",
             "insert the head axis only for 3-D masks (B, Lq, Lk) or (B, 1, Lk); a 4-D (B, 1, Lq, Lk) mask "
-            "already has it and a 2-D (Lq, Lk) mask broadcasts as it is", _mha(mask_mode="always")),
+            "already has it and a 2-D (Lq, Lk) mask broadcasts as it is", multi_head_attention(mask_mode="always")),
     Mistake("mask_ignored", "the mask is not used",
             "pass the mask on to the attention: scaled_dot_product_attention(q, k, v, mask)",
-            _mha(mask_mode="ignored")),
+            multi_head_attention(mask_mode="ignored")),
     Mistake("values_from_key", "the values are computed from the key input",
-            "v = self.W_v(value): in cross-attention key and value can differ", _mha(values_from="key")),
+            "v = self.W_v(value): in cross-attention key and value can differ",
+            multi_head_attention(values_from="key")),
     Mistake("key_length_from_query", "the keys are reshaped with the query's length",
             "take the key/value length from key.size(1): in cross-attention Lk differs from Lq",
-            _mha(key_length="query")),
+            multi_head_attention(key_length="query")),
     Mistake("weights_after_dropout", "the returned weights are the ones after dropout",
             "return the softmax weights from before dropout; use the dropped-out copy only to mix the values",
-            _mha(returned="dropped")),
+            multi_head_attention(returned="dropped")),
     Mistake("no_dropout", "dropout is never applied",
             "mix the values with the dropped-out weights, self.dropout(weights) @ v: in training mode the output "
-            "depends on it (self.dropout does nothing in eval mode or with dropout=0.0)", _mha(dropout=False)),
+            "depends on it (self.dropout does nothing in eval mode or with dropout=0.0)",
+            multi_head_attention(dropout=False)),
     Mistake("weights_averaged_over_heads", "the returned weights are averaged over the heads",
             "return the weights of every head, shape (B, h, Lq, Lk) (nn.MultiheadAttention averages them "
-            "unless average_attn_weights=False)", _mha(returned="mean")),
+            "unless average_attn_weights=False)", multi_head_attention(returned="mean")),
 ]
 
 

@@ -1,20 +1,18 @@
 """Days 10-12, instructor only: hidden cases, and the mistakes students make, as code.
 
 Never shipped to students. The module mistakes are complete drop-in modules
-(same constructor, same state_dict keys) built on this file's own reference
-attention, so that they run without the student's or the notebook's pieces.
+(same constructor, same state_dict keys) from transformer_mistakes, built on its
+reference attention, so that they run without the student's or the notebook's pieces.
 """
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn as nn
 
 from ..exercise import Case, Mistake
 from ..exercises.day10_transformer import (
     count_case, decoder_inputs, ff_inputs, layer_inputs, ln_inputs, pe_case, transformer_inputs,
 )
+from .transformer_mistakes import decoder_layer, encoder_layer, feed_forward, transformer
 
 # ---------------------------------------------------------------- hidden cases
 
@@ -124,184 +122,6 @@ HIDDEN_CASES = {
     ],
     "quiz_architecture_for_task": lambda rng: [],
 }
-
-# ---------------------------------------------------------------- reference pieces the mistakes build on
-
-
-def _attention(query, key, value, mask=None):
-    scores = query @ key.transpose(-2, -1) / math.sqrt(query.size(-1))  # (..., Lq, Lk)
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    weights = torch.softmax(scores, dim=-1)
-    if mask is not None:
-        weights = weights.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)
-    return weights @ value, weights
-
-
-class _MHA(nn.Module):
-    def __init__(self, d_model, num_heads, dropout=0.0, bias=True):
-        super().__init__()
-        self.h, self.d_k = num_heads, d_model // num_heads
-        self.W_q, self.W_k, self.W_v, self.W_o = (nn.Linear(d_model, d_model, bias=bias) for _ in range(4))
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, query, key, value, mask=None):
-        B = query.size(0)
-        q, k, v = (W(t).view(B, -1, self.h, self.d_k).transpose(1, 2)  # (B, h, L, d_k)
-                   for W, t in ((self.W_q, query), (self.W_k, key), (self.W_v, value)))
-        if mask is not None and mask.dim() == 3:
-            mask = mask.unsqueeze(1)  # (B, 1, Lq, Lk)
-        out, weights = _attention(q, k, v, mask)
-        return self.W_o(out.transpose(1, 2).reshape(B, -1, self.h * self.d_k)), weights  # (B, Lq, D)
-
-
-def _feed_forward(activation="relu", relu_out=False):
-    class PositionwiseFeedForward(nn.Module):
-        def __init__(self, d_model, d_ff, dropout=0.1):
-            super().__init__()
-            self.linear1 = nn.Linear(d_model, d_ff)
-            self.linear2 = nn.Linear(d_ff, d_model)
-            self.dropout = nn.Dropout(dropout)
-
-        def forward(self, x):
-            h = self.linear1(x)
-            h = {"relu": torch.relu, "gelu": nn.functional.gelu, "none": lambda t: t}[activation](h)
-            y = self.linear2(self.dropout(h))
-            return torch.relu(y) if relu_out else y
-
-    return PositionwiseFeedForward
-
-
-_FF = _feed_forward()
-
-
-def _sublayer(self, x, norm, fn, mode):
-    """One residual sublayer, the paper's way (post) or with one deliberate deviation."""
-    if mode == "pre":
-        return x + self.dropout(fn(norm(x)))
-    if mode == "no_residual":
-        return norm(self.dropout(fn(x)))
-    if mode == "norm_inside":
-        return x + norm(self.dropout(fn(x)))
-    return norm(x + self.dropout(fn(x)))
-
-
-def _encoder_layer(mode="post", feed_forward=True, shared_norm=False, use_mask=True, causal=False):
-    class EncoderLayer(nn.Module):
-        def __init__(self, d_model, num_heads, d_ff, dropout=0.1):
-            super().__init__()
-            self.self_attn = _MHA(d_model, num_heads, dropout)
-            self.feed_forward = _FF(d_model, d_ff, dropout)
-            self.norm1 = nn.LayerNorm(d_model)
-            self.norm2 = nn.LayerNorm(d_model)
-            self.dropout = nn.Dropout(dropout)
-
-        def forward(self, x, src_mask=None):
-            mask = src_mask if use_mask else None
-            if causal:
-                future = torch.tril(torch.ones(x.size(1), x.size(1), dtype=torch.bool))
-                mask = future if mask is None else mask & future  # (B, L, L)
-            x = _sublayer(self, x, self.norm1, lambda h: self.self_attn(h, h, h, mask)[0], mode)
-            if feed_forward:
-                x = _sublayer(self, x, self.norm1 if shared_norm else self.norm2, self.feed_forward, mode)
-            return x
-
-    return EncoderLayer
-
-
-def _decoder_layer(mode="post", feed_forward=True, shared_norm=False, self_mask="tgt", cross="x_memory",
-                   cross_mask="src"):
-    class DecoderLayer(nn.Module):
-        def __init__(self, d_model, num_heads, d_ff, dropout=0.1):
-            super().__init__()
-            self.self_attn = _MHA(d_model, num_heads, dropout)
-            self.cross_attn = _MHA(d_model, num_heads, dropout)
-            self.feed_forward = _FF(d_model, d_ff, dropout)
-            self.norm1 = nn.LayerNorm(d_model)
-            self.norm2 = nn.LayerNorm(d_model)
-            self.norm3 = nn.LayerNorm(d_model)
-            self.dropout = nn.Dropout(dropout)
-
-        def forward(self, x, memory, src_mask=None, tgt_mask=None):
-            masks = {"src": src_mask, "tgt": tgt_mask, None: None}
-            m_self, m_cross = masks[self_mask], masks[cross_mask]
-            norm2 = self.norm1 if shared_norm else self.norm2
-            norm3 = self.norm1 if shared_norm else self.norm3
-            x = _sublayer(self, x, self.norm1, lambda h: self.self_attn(h, h, h, m_self)[0], mode)
-
-            def cross_attention(h):
-                if cross == "memory_x":  # queries from the encoder, keys and values from the decoder
-                    return self.cross_attn(memory, h, h, m_cross)[0]
-                return self.cross_attn(h, memory, memory, m_cross)[0]
-
-            x = _sublayer(self, x, norm2, cross_attention, mode)
-            if feed_forward:
-                x = _sublayer(self, x, norm3, self.feed_forward, mode)
-            return x
-
-    return DecoderLayer
-
-
-_EncoderLayer, _DecoderLayer = _encoder_layer(), _decoder_layer()
-
-
-def _pe(max_len, d_model):
-    pos = torch.arange(max_len, dtype=torch.float64)[:, None]
-    angle = pos / 10000 ** (torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)  # (L, d/2)
-    pe = torch.zeros(max_len, d_model, dtype=torch.float64)
-    pe[:, 0::2], pe[:, 1::2] = torch.sin(angle), torch.cos(angle)
-    return pe.float()
-
-
-def _transformer(scale="sqrt", pe="both", tgt_embedding="tgt", encoder_causal=False, decoder_self_mask=True,
-                 cross_mask="src", softmax_out=False, chain=True):
-    class Transformer(nn.Module):
-        def __init__(self, src_vocab_size, tgt_vocab_size, d_model=512, num_heads=8, num_layers=6, d_ff=2048,
-                     dropout=0.1, max_len=5000):
-            super().__init__()
-            self.d_model = d_model
-            self.src_embed = nn.Embedding(src_vocab_size, d_model)
-            self.tgt_embed = nn.Embedding(tgt_vocab_size, d_model)
-            self.register_buffer("positional_encoding", _pe(max_len, d_model), persistent=False)
-            self.encoder_layers = nn.ModuleList(
-                _EncoderLayer(d_model, num_heads, d_ff, dropout) for _ in range(num_layers))
-            self.decoder_layers = nn.ModuleList(
-                _DecoderLayer(d_model, num_heads, d_ff, dropout) for _ in range(num_layers))
-            self.generator = nn.Linear(d_model, tgt_vocab_size)
-            self.dropout = nn.Dropout(dropout)
-
-        def _embed(self, embedding, tokens, with_pe):
-            e = embedding(tokens)  # (B, L, D)
-            p = self.positional_encoding[: tokens.size(1)] if with_pe else 0.0
-            if scale == "after_pe":
-                return self.dropout((e + p) * math.sqrt(self.d_model))
-            factor = {"sqrt": math.sqrt(self.d_model), "none": 1.0, "d": float(self.d_model)}[scale]
-            return self.dropout(e * factor + p)
-
-        def encode(self, src, src_mask):
-            x = self._embed(self.src_embed, src, pe in ("both", "src_only"))
-            mask = src_mask
-            if encoder_causal:
-                mask = src_mask & torch.tril(torch.ones(src.size(1), src.size(1), dtype=torch.bool))
-            h = x
-            for layer in self.encoder_layers:
-                h = layer(h if chain else x, mask)
-            return h
-
-        def decode(self, tgt, memory, src_mask, tgt_mask):
-            embedding = self.tgt_embed if tgt_embedding == "tgt" else self.src_embed
-            x = self._embed(embedding, tgt, pe == "both")
-            cross = {"src": src_mask, "tgt": tgt_mask}[cross_mask]
-            for layer in self.decoder_layers:
-                x = layer(x, memory, cross, tgt_mask if decoder_self_mask else None)
-            return x
-
-        def forward(self, src, tgt, src_mask, tgt_mask):
-            logits = self.generator(self.decode(tgt, self.encode(src, src_mask), src_mask, tgt_mask))
-            return logits.softmax(-1) if softmax_out else logits
-
-    return Transformer
-
 
 # ---------------------------------------------------------------- the mistakes
 
@@ -419,100 +239,100 @@ MISTAKES = {
     "PositionwiseFeedForward": [
         Mistake("no_relu", "the ReLU is missing",
                 "apply torch.relu between the two linear layers: linear2(dropout(relu(linear1(x))))",
-                _feed_forward(activation="none")),
+                feed_forward(activation="none")),
         Mistake("relu_on_output", "a ReLU is applied to the output as well",
                 "only the hidden layer has a ReLU; the output of linear2 can be negative",
-                _feed_forward(relu_out=True)),
+                feed_forward(relu_out=True)),
         Mistake("gelu", "GELU is used instead of ReLU",
                 "the paper's feed-forward uses ReLU (max(0, x)); GELU came later (BERT, GPT)",
-                _feed_forward(activation="gelu")),
+                feed_forward(activation="gelu")),
         Mistake("relu_after_second_linear", "the ReLU is applied after the second linear layer, not between the two",
                 "rectify the hidden layer: linear2(dropout(relu(linear1(x)))); the output of linear2 is not "
-                "rectified (it may be negative)", _feed_forward(activation="none", relu_out=True)),
+                "rectified (it may be negative)", feed_forward(activation="none", relu_out=True)),
     ],
     "EncoderLayer": [
         Mistake("pre_norm", "the layer is pre-norm (x + sublayer(norm(x)))",
                 "the paper's layer is post-norm: x = norm1(x + dropout(self_attn(x, x, x, mask)[0])), then "
-                "x = norm2(x + dropout(feed_forward(x)))", _encoder_layer(mode="pre")),
+                "x = norm2(x + dropout(feed_forward(x)))", encoder_layer(mode="pre")),
         Mistake("no_residual", "the residual connections are missing",
                 "add the sublayer's input back before the norm: norm(x + dropout(sublayer(x)))",
-                _encoder_layer(mode="no_residual")),
+                encoder_layer(mode="no_residual")),
         Mistake("norm_inside_residual", "the norm is applied to the sublayer's output only",
                 "normalise the sum: norm(x + dropout(sublayer(x))), not x + norm(sublayer(x))",
-                _encoder_layer(mode="norm_inside")),
+                encoder_layer(mode="norm_inside")),
         Mistake("no_feed_forward", "the feed-forward sublayer is missing",
                 "after the attention sublayer, apply x = norm2(x + dropout(feed_forward(x)))",
-                _encoder_layer(feed_forward=False)),
+                encoder_layer(feed_forward=False)),
         Mistake("shared_norm", "the same LayerNorm is used for both sublayers",
                 "each sublayer has its own norm: norm1 after attention, norm2 after the feed-forward",
-                _encoder_layer(shared_norm=True)),
+                encoder_layer(shared_norm=True)),
         Mistake("mask_ignored", "src_mask is not passed to the self-attention",
                 "call self.self_attn(x, x, x, src_mask) so that no position attends to padding",
-                _encoder_layer(use_mask=False)),
+                encoder_layer(use_mask=False)),
         Mistake("causal_mask_in_encoder", "a causal mask is used in the encoder",
                 "the encoder sees the whole source: use src_mask only; causal masks belong to the decoder",
-                _encoder_layer(causal=True)),
+                encoder_layer(causal=True)),
     ],
     "DecoderLayer": [
         Mistake("causal_mask_on_cross_attention", "the causal mask (tgt_mask) is applied to the cross-attention",
                 "cross-attention may look at every real source position: pass src_mask to cross_attn and "
-                "tgt_mask to self_attn", _decoder_layer(cross_mask="tgt")),
+                "tgt_mask to self_attn", decoder_layer(cross_mask="tgt")),
         Mistake("cross_attention_swapped",
                 "in the cross-attention, the query and the keys/values are swapped (cross_attn(memory, x, x, ...))",
                 "queries come from the decoder, keys and values from the encoder: cross_attn(x, memory, memory, "
                 "src_mask); with the source as queries the output has the source's length, so it fails whenever "
-                "the lengths differ", _decoder_layer(cross="memory_x")),
+                "the lengths differ", decoder_layer(cross="memory_x")),
         Mistake("masks_swapped", "src_mask and tgt_mask are swapped",
                 "self-attention uses tgt_mask (causal), cross-attention uses src_mask (source padding)",
-                _decoder_layer(self_mask="src", cross_mask="tgt")),
+                decoder_layer(self_mask="src", cross_mask="tgt")),
         Mistake("self_attention_unmasked", "the self-attention has no mask",
                 "pass tgt_mask to self_attn, or each position sees the tokens after it",
-                _decoder_layer(self_mask=None)),
+                decoder_layer(self_mask=None)),
         Mistake("cross_attention_unmasked", "the cross-attention has no mask",
                 "pass src_mask to cross_attn, so that no position reads the source's padding",
-                _decoder_layer(cross_mask=None)),
+                decoder_layer(cross_mask=None)),
         Mistake("pre_norm", "the layer is pre-norm (x + sublayer(norm(x)))",
                 "the paper's layer is post-norm: x = norm(x + dropout(sublayer(x))) for each of the three",
-                _decoder_layer(mode="pre")),
+                decoder_layer(mode="pre")),
         Mistake("no_residual", "the residual connections are missing",
                 "add the sublayer's input back before the norm: norm(x + dropout(sublayer(x)))",
-                _decoder_layer(mode="no_residual")),
+                decoder_layer(mode="no_residual")),
         Mistake("no_feed_forward", "the feed-forward sublayer is missing",
                 "after the cross-attention, apply x = norm3(x + dropout(feed_forward(x)))",
-                _decoder_layer(feed_forward=False)),
+                decoder_layer(feed_forward=False)),
         Mistake("shared_norm", "the same LayerNorm is used for every sublayer",
-                "each sublayer has its own norm: norm1, norm2, norm3", _decoder_layer(shared_norm=True)),
+                "each sublayer has its own norm: norm1, norm2, norm3", decoder_layer(shared_norm=True)),
     ],
     "Transformer": [
         Mistake("unscaled_embeddings", "the embeddings are not multiplied by sqrt(d_model)",
-                "x = embed(tokens) * math.sqrt(self.d_model) + positional_encoding[:L]", _transformer(scale="none")),
+                "x = embed(tokens) * math.sqrt(self.d_model) + positional_encoding[:L]", transformer(scale="none")),
         Mistake("scaled_by_d_model", "the embeddings are multiplied by d_model, not sqrt(d_model)",
-                "multiply by math.sqrt(self.d_model)", _transformer(scale="d")),
+                "multiply by math.sqrt(self.d_model)", transformer(scale="d")),
         Mistake("scaled_after_adding_encoding", "the positional encoding is scaled together with the embeddings",
                 "scale the embeddings first, then add the encoding: embed(t) * sqrt(d_model) + pe[:L]",
-                _transformer(scale="after_pe")),
+                transformer(scale="after_pe")),
         Mistake("no_positional_encoding", "the positional encoding is missing",
                 "add self.positional_encoding[:L] (L = sequence length) to the scaled embeddings in encode and "
-                "decode; without it the model cannot tell positions apart", _transformer(pe="none")),
+                "decode; without it the model cannot tell positions apart", transformer(pe="none")),
         Mistake("no_positional_encoding_in_decoder", "the decoder's input has no positional encoding",
-                "add self.positional_encoding[:T] to the scaled target embeddings too", _transformer(pe="src_only")),
+                "add self.positional_encoding[:T] to the scaled target embeddings too", transformer(pe="src_only")),
         Mistake("target_embedded_with_src_embed", "the target tokens are embedded with src_embed",
-                "decode uses self.tgt_embed", _transformer(tgt_embedding="src")),
+                "decode uses self.tgt_embed", transformer(tgt_embedding="src")),
         Mistake("causal_mask_in_encoder", "a causal mask is used in the encoder",
                 "the encoder sees the whole source: pass src_mask to the encoder layers unchanged",
-                _transformer(encoder_causal=True)),
+                transformer(encoder_causal=True)),
         Mistake("encoder_layers_not_chained", "every encoder layer reads the embeddings",
                 "feed each layer the previous layer's output: for layer in self.encoder_layers: x = layer(x, src_mask)",
-                _transformer(chain=False)),
+                transformer(chain=False)),
         Mistake("causal_mask_on_cross_attention", "tgt_mask is passed where src_mask belongs",
                 "decoder layers take layer(x, memory, src_mask, tgt_mask): source mask first",
-                _transformer(cross_mask="tgt")),
+                transformer(cross_mask="tgt")),
         Mistake("decoder_unmasked", "the decoder layers get no tgt_mask",
                 "pass tgt_mask to every decoder layer, or each position sees the tokens after it",
-                _transformer(decoder_self_mask=False)),
+                transformer(decoder_self_mask=False)),
         Mistake("softmax_output", "forward returns probabilities",
                 "return the generator's logits; the softmax belongs to the loss (or to decoding)",
-                _transformer(softmax_out=True)),
+                transformer(softmax_out=True)),
     ],
     "transformer_parameter_count": [
         Mistake("no_biases", "the biases of the linear layers are not counted",

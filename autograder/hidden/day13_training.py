@@ -15,6 +15,7 @@ from ..exercise import Case, Mistake
 from ..exercises.day13_training import (
     cosine_case, greedy_inputs, noam_case, optimizer_inputs, smoothing_inputs, tiled_inputs, train_inputs,
 )
+from .transformer_mistakes import causal_mask, padding_mask
 
 # --- hidden cases -----------------------------------------------------------------------------
 
@@ -217,9 +218,9 @@ def _train(kind=""):
         else:
             tgt_in, tgt_out = tgt[:, :-1], tgt[:, 1:]
         T = tgt_in.size(1)
-        src_mask = None if kind == "no_src_mask" else (src != pad_id).unsqueeze(1)
-        causal = torch.tril(torch.ones(T, T, dtype=torch.bool))
-        tgt_pad = (tgt_in != pad_id).unsqueeze(1)
+        src_mask = None if kind == "no_src_mask" else padding_mask(src, pad_id)
+        causal = causal_mask(T)
+        tgt_pad = padding_mask(tgt_in, pad_id)
         tgt_mask = {"no_causal": tgt_pad, "no_tgt_padding": causal}.get(kind, tgt_pad & causal)
         logits = model(src, tgt_in, src_mask, tgt_mask)
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), tgt_out.reshape(-1),
@@ -246,7 +247,7 @@ def _greedy(kind=""):
         ys = torch.full((src.size(0), 1), bos_id, dtype=torch.long)
         for _ in range(max_len if kind == "max_len_steps" else max_len - 1):
             T = ys.size(1)
-            tgt_mask = None if kind == "no_causal" else torch.tril(torch.ones(T, T, dtype=torch.bool))
+            tgt_mask = None if kind == "no_causal" else causal_mask(T)
             out = model.decode(ys, memory, None if kind == "no_src_mask" else src_mask, tgt_mask)
             logits = model.generator(out[:, 0] if kind == "first_position" else out[:, -1])
             ys = torch.cat([ys, logits.argmax(dim=-1, keepdim=True)], dim=1)
