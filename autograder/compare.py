@@ -170,8 +170,11 @@ def _matches(mistake_out: dict, got: dict, tolerance=None, mode: str = "strict")
     """Whether the student's outputs equal a mistake's, NaN positions counting as `mode` says.
 
     Arrays must agree in kind (tensor or array), dtype and shape first: a mistake's values
-    say nothing about an output whose dtype or shape is already wrong in another way.
+    say nothing about an output whose dtype or shape is already wrong in another way. Outside
+    "strict", an output that is NaN everywhere in the mistake is no evidence either way; at
+    least one value compared must agree.
     """
+    evidence = mode == "strict"
     for name, value in mistake_out.items():
         if name not in got:
             return False
@@ -180,12 +183,14 @@ def _matches(mistake_out: dict, got: dict, tolerance=None, mode: str = "strict")
         if m_arr is None or g_arr is None:
             if compare_value(name, value, got[name], tolerance):
                 return False
+            evidence = True
             continue
         if m_arr.shape != g_arr.shape or m_arr.dtype != g_arr.dtype or m_tensor != g_tensor:
             return False
         if m_arr.dtype.kind not in "fc" or g_arr.dtype.kind not in "fc":
             if m_arr.dtype != g_arr.dtype or (m_arr != g_arr).any():
                 return False
+            evidence = True
             continue
         m, g = m_arr.astype(np.float64), g_arr.astype(np.float64)
         if mode == "strict":
@@ -197,13 +202,14 @@ def _matches(mistake_out: dict, got: dict, tolerance=None, mode: str = "strict")
         else:
             known = ~(np.isnan(m) | np.isnan(g))
         if mode != "strict" and m.size and not known.any():
-            return False  # nothing left to compare: an all-NaN output is no evidence of this mistake
+            continue  # nothing left to compare in this output
+        evidence = True
         rtol, atol = tolerance or DEFAULT_TOLERANCE["float32"]
         with np.errstate(invalid="ignore"):
             close = np.isclose(g[known], m[known], rtol=rtol, atol=atol)
         if not close.all():
             return False
-    return True
+    return evidence
 
 
 def explains(case_key: dict, got: dict, mistake: dict) -> bool | None:
