@@ -9,8 +9,8 @@ In a notebook, `check` shows its card and returns, pass or fail, so that "Run
 All" goes on and shows every card in one run. Under nbgrader (which sets
 NBGRADER_EXECUTION while it validates or autogrades) a failing check raises
 CheckFailed, so that nbgrader's Validate reports it; autograding decides with
-the hidden-test region before it, `hidden_tests.check_all`, which always raises
-on a failing case.
+the instructor's hidden-test region before it, which always raises on a
+failing case.
 
 Errors are located the way Jupyter shows them: in a notebook "cell In [7]",
 from the shell "code cell 9" (code cells counted from the top, as the In [n]

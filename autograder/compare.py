@@ -20,9 +20,9 @@ from .wire import Tensor, describe
 
 IN_PLACE_HINT = ("an in-place operation (x /= ..., x += ..., x[...] = ..., x.unsqueeze_(...), x.masked_fill_(...)) "
                  "changed a tensor autograd needs, often one of the inputs: compute a new tensor instead "
-                 "(query = query / math.sqrt(d_k), mask = mask.unsqueeze(1))")
+                 "(query = query / math.sqrt(d_k); a new mask from mask.unsqueeze(1))")
 MUTATION_HINT = ("your code changed its inputs in place; the caller's tensors and arrays must stay as they were "
-                 "(use mask = mask.unsqueeze(1), query = query / math.sqrt(d_k), x = x - x.max(...), not "
+                 "(use query = query / math.sqrt(d_k), x = x - x.max(...), a new mask from mask.unsqueeze(1); not "
                  "mask.unsqueeze_(1), query /= ..., x -= ...)")
 
 
