@@ -133,8 +133,10 @@ def _missing_items(course: Course, nb: Notebook, f: _Files, root: Path, claimed:
         meant = difflib.get_close_matches(item.id, list(dict.fromkeys(unmatched)), n=1, cutoff=0.6)
         claimed.update(meant)
         kind = "manual item" if item.manual else "item"
+        by_hand = ("; its solution cell is markdown, an answer graded by hand: mark it manual: true"
+                   if not item.manual and (item.id, "markdown", True) in (f.cells or []) else "")
         problems.append(f"{_rel(course.source, root)}: {kind} {item.id!r} of {nb.id} is missing from "
-                        f"{_and(lacks)}{_did_you_mean(item.id, meant)}")
+                        f"{_and(lacks)}{_did_you_mean(item.id, meant)}{by_hand}")
     return problems
 
 

@@ -324,3 +324,69 @@ def test_reuse_cells_match_the_earlier_reference_solutions(course):
         first, rest = src.split("\n", 1)
         assert first.startswith("# Paste") and name in first
         assert rest.strip() == reference.solution_sources(owner)[name].strip(), gid
+
+
+# --- the label-the-diagram item (the architecture from memory) -------------------------------
+
+def _judge_diagram(item_key: dict, answer) -> list[compare.CaseResult]:
+    """Each case (one per box) run on `answer` as the sandbox runs it, then judged against `item_key`."""
+    raw = {}
+    for c in item_key["cases"]:
+        try:
+            outputs = {k: wire.to_plain(v) for k, v in EXERCISES["diagram_labels"].run(answer, c["inputs"]).items()}
+            raw[c["name"]] = {"outputs": outputs, "error": "", "error_type": ""}
+        except StudentError as exc:
+            raw[c["name"]] = {"outputs": None, "error": f"StudentError: {exc}", "error_type": "StudentError"}
+    return compare.judge_item("diagram_labels", item_key, raw, 2.0 / len(item_key["cases"]))
+
+
+def test_diagram_labels_graded_in_full(course, keys, reference_ns):
+    """Is the diagram graded box by box on the full key: the solution 2 of 2; a student who swaps the encoder's
+    self-attention and the decoder's cross-attention 1.6, both failing boxes named as that mistake with its
+    hint; the released stub (no label) 0, told what each box needs? And is every named mistake built on the
+    solution's own labels?"""
+    item_key = keys[D10]["diagram_labels"]
+    solution = reference_ns["diagram_labels"]
+    assert solution == hidden.DIAGRAM and course.item("diagram_labels")[1].points == 2
+    assert len(item_key["cases"]) == 10 and not any(c["public"] for c in item_key["cases"])
+    assert sum(r.score for r in _judge_diagram(item_key, solution)) == pytest.approx(2.0)
+
+    swapped = {**solution, 3: solution[7], 7: solution[3]}  # cross-attention in the encoder, and back
+    results = _judge_diagram(item_key, {str(box): label.upper() for box, label in swapped.items()})
+    assert sum(r.score for r in results) == pytest.approx(1.6)
+    failed = [r for r in results if not r.passed]
+    assert [r.case for r in failed] == ["box-3", "box-7"]
+    assert all(r.mistake and r.mistake["name"] == "self_and_cross_attention_swapped" for r in failed)
+    assert "swapped" in failed[0].text() and "keys and values from the encoder" in failed[0].text()
+
+    release = notebook.read(ROOT / "weeks" / course.notebook(D10).path)
+    stub_source = next(c["source"] for c in release.cells if notebook.grade_id(c) == "diagram_labels")
+    stub: dict = {}
+    with pytest.raises(NotImplementedError):
+        exec(stub_source, stub)
+    results = _judge_diagram(item_key, stub["diagram_labels"])
+    assert sum(r.score for r in results) == 0 and all(not r.passed for r in results)
+    assert "diagram_labels[1] should be one of" in results[0].text() and results[0].mistake is None
+
+    for m in hidden.MISTAKES["diagram_labels"]:
+        changed = {box for box in solution if m.impl[box] != solution[box]}
+        assert 2 <= len(changed) <= 3 and set(m.impl) == set(solution), m.name
+        named = [r.mistake["name"] for r in _judge_diagram(item_key, m.impl) if not r.passed]
+        assert named == [m.name] * len(changed), (m.name, named)
+
+
+def test_diagram_check_records_the_form_only(keys, reference_ns):
+    """Does the student's check (public key) record any well-formed answer, right or wrong, without judging it,
+    and fail a label that is not one of the listed names, saying which are allowed? Does the public key hold no
+    label?"""
+    from autograder import reference
+
+    public = reference.public_part(keys[D10])["diagram_labels"]
+    assert all(c["expected"] is None and not c["mistakes"] for c in public["cases"])
+    mistake = hidden.MISTAKES["diagram_labels"][0].impl
+    for answer in (reference_ns["diagram_labels"], mistake):
+        assert all(r.recorded and "RECORDED" in r.text() for r in _judge_diagram(public, answer))
+    misspelt = {**reference_ns["diagram_labels"], 4: "feedforward"}
+    results = _judge_diagram(public, misspelt)
+    assert [r.case for r in results if not r.passed] == ["box-4"]
+    assert "should be one of" in next(r for r in results if not r.passed).text()

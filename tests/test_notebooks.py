@@ -70,3 +70,43 @@ def test_notebook_ends_with_readings_and_resources(nb):
         assert links, f"{where}: its readings cell has no links"
         for title, url in links:
             assert title.strip() and re.match(r"https?://[^/]+\.[a-z]+/?", url), (where, title, url)
+
+
+CHECKPOINT_QUESTION = "**Checkpoint (graded by hand).**"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda nb: nb.id)
+def test_checkpoints_are_answer_cells_after_their_question(nb):
+    """Is every hand-graded item of course.yml (manual: true) a markdown answer cell with its points, right after
+    the markdown question that says it is graded by hand, in course order, in the solution (with a model answer)
+    and in the student release (nbgrader's stub) alike?"""
+    manual = [item for item in nb.items if item.manual]
+    for folder in ("solutions", "weeks"):
+        cells = nbformat.read(ROOT / folder / nb.path, as_version=4).cells
+        ids = [cell.get("id") for cell in cells]
+        where = f"{folder}/{nb.path}"
+        positions = []
+        for item in manual:
+            assert item.id in ids, f"{where}: no cell for the checkpoint {item.id} of course.yml"
+            at = ids.index(item.id)
+            answer, question = cells[at], cells[at - 1]
+            meta = answer.metadata.get("nbgrader", {})
+            assert answer.cell_type == "markdown" and meta.get("grade") and meta.get("solution"), (where, item.id)
+            assert meta.get("points") == item.points, (where, item.id)
+            assert question.cell_type == "markdown" and CHECKPOINT_QUESTION in question.source, (where, item.id)
+            if folder == "weeks":
+                assert answer.source.strip() == "YOUR ANSWER HERE", (where, item.id)
+            else:
+                assert len(answer.source.split()) >= 40, f"{where}: {item.id} has no model answer"
+            positions.append(at)
+        assert positions == sorted(positions), f"{where}: checkpoints out of course.yml's order"
+
+
+def test_the_modules_checkpoints_are_in_the_course():
+    """Are the checkpoints the learning module asks for in week 2 hand-graded items: what different heads might
+    learn (Day 8), the purpose of each component and the diagram drawn from memory (Day 10), the warm-up
+    (Day 13), and the capstone's reflection?"""
+    items = {item.id: item for nb in NOTEBOOKS for item in nb.items}
+    for checkpoint in ("checkpoint_heads", "checkpoint_transformer", "checkpoint_warmup", "checkpoint_capstone"):
+        assert checkpoint in items and items[checkpoint].manual, checkpoint
+    assert "diagram_labels" in items and not items["diagram_labels"].manual

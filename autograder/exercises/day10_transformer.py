@@ -498,6 +498,30 @@ def run_architecture_quiz(answer, inputs):
     return {"answer": value}
 
 
+# ---------------------------------------------------------------- diagram_labels
+
+DIAGRAM_COMPONENTS = ("embedding", "positional encoding", "self-attention", "masked self-attention", "cross-attention",
+                      "feed-forward", "add & norm", "linear", "softmax")
+DIAGRAM_BOXES = tuple(range(1, 11))
+
+
+def run_diagram_labels(answer, inputs):
+    """One case per numbered box of the diagram, so that each box earns its share of the points."""
+    box = inputs["box"]
+    if type(answer) is not dict:
+        raise StudentError(f"diagram_labels should be a dict, box number -> component, got {type(answer).__name__}")
+    if box in answer:
+        value = answer[box]
+    elif str(box) in answer:
+        value = answer[str(box)]
+    else:
+        raise StudentError(f"the dict has no key {box} (the keys are the box numbers 1 to {len(DIAGRAM_BOXES)})")
+    if type(value) is not str or value.strip().lower() not in DIAGRAM_COMPONENTS:
+        raise StudentError(f"diagram_labels[{box}] should be one of "
+                           f"{', '.join(repr(c) for c in DIAGRAM_COMPONENTS)}, got {value!r}")
+    return {"answer": value}
+
+
 ALL_ATTENTION = ("scaled_dot_product_attention", "split_heads", "merge_heads", "MultiHeadAttention")
 
 EXERCISES = [
@@ -520,4 +544,8 @@ EXERCISES = [
     Exercise("quiz_architecture_for_task", run_architecture_quiz,
              lambda rng: [Case(task, {"task": task}) for task in TASKS], kind="quiz",
              choices=tuple(a.upper() for a in ARCHITECTURES)),
+    # One case per box; like a quiz, the answers are never public (the check confirms their form only).
+    Exercise("diagram_labels", run_diagram_labels,
+             lambda rng: [Case(f"box-{box}", {"box": box}) for box in DIAGRAM_BOXES], kind="quiz",
+             choices=tuple(c.upper() for c in DIAGRAM_COMPONENTS)),
 ]

@@ -121,6 +121,7 @@ HIDDEN_CASES = {
         count_case("medium", 8000, 6000, 256, 8, 3, 1024),
     ],
     "quiz_architecture_for_task": lambda rng: [],
+    "diagram_labels": lambda rng: [],  # its public cases, one per box, are graded in full
 }
 
 # ---------------------------------------------------------------- the mistakes
@@ -188,6 +189,16 @@ def _count_mistake(kind):
         return int(layers * (encoder + decoder) + embed + generator + extra)
 
     return transformer_parameter_count
+
+
+DIAGRAM = {1: "embedding", 2: "positional encoding", 3: "self-attention", 4: "feed-forward", 5: "add & norm",
+           6: "masked self-attention", 7: "cross-attention", 8: "feed-forward", 9: "linear", 10: "softmax"}
+"""The labels of the Day 10 diagram (the solution notebook's `diagram_labels`), for the mistakes below."""
+
+
+def _relabelled(**boxes):
+    """The diagram's labels with some boxes changed: `_relabelled(b3="cross-attention")`."""
+    return {**DIAGRAM, **{int(name[1:]): label for name, label in boxes.items()}}
 
 
 MISTAKES = {
@@ -358,4 +369,26 @@ MISTAKES = {
                 _count_mistake("counts_buffer")),
     ],
     "quiz_architecture_for_task": [],
+    "diagram_labels": [
+        Mistake("self_and_cross_attention_swapped",
+                "the encoder's self-attention and the decoder's cross-attention are swapped",
+                "cross-attention is the decoder block that the encoder's output (memory) flows into: its queries "
+                "come from the decoder, its keys and values from the encoder; the encoder itself only has "
+                "self-attention over the source", _relabelled(b3="cross-attention", b7="self-attention")),
+        Mistake("masked_self_attention_in_encoder",
+                "the masked self-attention is placed in the encoder and the unmasked one in the decoder",
+                "the encoder reads the whole source at once, so its self-attention has no causal mask; the decoder "
+                "must not see the target tokens it is about to predict, so its first block is the masked one",
+                _relabelled(b3="masked self-attention", b6="self-attention")),
+        Mistake("decoder_attentions_in_wrong_order", "the decoder's two attention blocks are in the wrong order",
+                "a decoder layer first attends to the target so far (masked self-attention), then to the source "
+                "(cross-attention, the block the arrow from the encoder enters)",
+                _relabelled(b6="cross-attention", b7="masked self-attention")),
+        Mistake("softmax_before_linear", "the final linear layer and the softmax are swapped",
+                "the linear layer (the generator) turns each d_model vector into one score per vocabulary entry; "
+                "the softmax then turns those scores into probabilities", _relabelled(b9="softmax", b10="linear")),
+        Mistake("embedding_and_encoding_swapped", "the embedding and the positional encoding are swapped",
+                "token ids are looked up in the embedding table first; the positional encoding is added to the "
+                "result (the (+) beside each stack)", _relabelled(b1="positional encoding", b2="embedding")),
+    ],
 }
