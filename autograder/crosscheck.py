@@ -3,7 +3,8 @@
 Every graded item of course.yml must be, under the same id:
 
 - a solution cell of `solutions/<week>/<notebook>.ipynb` (nbgrader grade_id), whose
-  test cell, if any, is `test_<id>`; `reuse_<id>` cells name items of earlier notebooks;
+  test cell, if any, is `test_<id>`; `reuse_<id>` cells name items of earlier notebooks, and so
+  does every `from autograder.earlier import <id>`;
 - for auto-graded items, an `Exercise` in `autograder/exercises/<notebook>.py` (EXERCISES),
   whose `needs` are items of the course;
 - for auto-graded items, a `HIDDEN_CASES` entry in `autograder/hidden/<notebook>.py`;
@@ -51,6 +52,8 @@ class _Files:
     hidden: Path
     cells: list[tuple[str, str, bool]] | None = None
     """(grade_id, cell_type, is a solution cell) of every nbgrader cell, in order."""
+    earlier: list[str] = field(default_factory=list)
+    """The names its code cells import with `from autograder.earlier import ...`."""
     exercises: list[str] | None = None
     needs: dict[str, tuple[str, ...]] = field(default_factory=dict)
     hidden_cases: list[str] | None = None
@@ -90,6 +93,7 @@ def check_course_files(course: Course, notebooks=None, root: Path = ROOT, parts=
                                 f"{nb.week}{_elsewhere(root, nb, part)}")
         if present["solutions"]:
             f.cells = _cached(_solution_cells, f.solution, nb.id, root)
+            f.earlier = _cached(_earlier_imports, f.solution, nb.id, root)
         if present["exercises"]:
             f.exercises, f.needs = _cached(_exercise_names, f.exercise, nb.id, root)
         if present["hidden"]:
@@ -179,6 +183,16 @@ def _extra_names(course: Course, nb: Notebook, f: _Files, root: Path, claimed: s
             else:
                 name = gid[len(TEST_PREFIX):] if gid.startswith(TEST_PREFIX) else gid
                 unknown(f"{where}: test cell", name, repr(gid))
+    order = [n.id for n in course.notebooks]
+    for name in f.earlier:
+        where = f"{_rel(f.solution, root)}: `from autograder.earlier import {name}`"
+        if name not in all_items:
+            if name not in claimed:
+                problems.append(f"{where} names no item of {_rel(course.source, root)}"
+                                f"{_did_you_mean(name, all_items)}")
+        elif order.index(all_items[name].id) >= order.index(nb.id):
+            problems.append(f"{where}: {name} is an item of {all_items[name].id}, which does not come before "
+                            f"{nb.id}; a notebook imports from earlier notebooks only")
     for names, where in ((f.exercises, f"{_rel(f.exercise, root)}: EXERCISES"),
                          (f.hidden_cases, f"{_rel(f.hidden, root)}: HIDDEN_CASES"),
                          (f.mistakes, f"{_rel(f.hidden, root)}: MISTAKES")):
@@ -241,6 +255,15 @@ def _solution_cells(path: Path, nb_id: str, root: Path, text: str) -> list[tuple
             raise ConfigError(f"{where}: cell {index + 1} has nbgrader metadata but no grade_id")
         out.append((gid, str(cell.get("cell_type")), bool(grader.get("solution"))))
     return out
+
+
+def _earlier_imports(path: Path, nb_id: str, root: Path, text: str) -> list[str]:
+    """The names that the notebook's code cells import with `from autograder.earlier import ...`."""
+    from .earlier import imported_names
+
+    cells = json.loads(text).get("cells", [])
+    return imported_names("".join(c["source"]) if isinstance(c.get("source"), list) else c.get("source", "")
+                          for c in cells if isinstance(c, dict) and c.get("cell_type") == "code")
 
 
 def _exercise_names(path: Path, nb_id: str, root: Path, text: str) -> tuple[list[str] | None, dict]:

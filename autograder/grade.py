@@ -52,6 +52,9 @@ class Run:
     releases: dict[str, notebook.Notebook]
     execute_job: object
     grader_digest: str
+    references: Path | None = None
+    """The course root whose solutions/ give the references of earlier notebooks (`autograder.earlier`)
+    to the sandbox; None for the student's own `check`, where the import reads their own notebooks."""
 
 
 def step(needs: tuple[str, ...], gives: tuple[str, ...]):
@@ -77,7 +80,9 @@ def plan_job(sub: Submission, run: Run) -> None:
 
     The reference pieces an item builds on go in the job's "inject", which stays
     with the grader: the item's fork gets them only when it asks, after the
-    pieces' own items were graded.
+    pieces' own items were graded. The job's "earlier" holds the references of
+    the earlier notebooks the notebook imports from (`from autograder.earlier
+    import ...`), which the sandbox gives that import before the cells run.
     """
     if sub.failed:
         return
@@ -95,6 +100,12 @@ def plan_job(sub: Submission, run: Run) -> None:
         "cells": [{"index": c.index, "source": c.source} for c in cells], "skip": [], "items": items,
         "limits": reference.limits_dict(run.course), "inject": inject,
     }
+    if run.references is not None:
+        from . import earlier
+
+        release = run.releases.get(sub.notebook.id)
+        sources = [c.source for c in cells + (notebook.cells_to_run(release, None) if release else [])]
+        sub.job["earlier"] = earlier.needed(run.course, sub.notebook, earlier.imported_names(sources), run.references)
 
 
 @step(needs=("job",), gives=("raw",))
@@ -289,7 +300,7 @@ def grade_all(course: Course, submitted: Path, out: Path, workers: int = 0, prog
         releases = {nb_id: notebook.read(root / "weeks" / nb.path) for nb_id, nb in notebooks.items()
                     if (root / "weeks" / nb.path).exists()}
         digest = grader_digest("".join(reference.key_digest(course, nb, root) for nb in notebooks.values()), course)
-        run = Run(course, keys, releases, pool.run, digest)
+        run = Run(course, keys, releases, pool.run, digest, references=root)
         todo, skipped = [], 0
         for student, nb, path in found:
             sub = Submission(student, nb, path)

@@ -86,6 +86,21 @@ def solution_sources(nb: Notebook, root: Path = ROOT) -> dict[str, str]:
     }
 
 
+def earlier_references(course: Course, nb: Notebook, root: Path = ROOT) -> dict[str, dict]:
+    """The references of the earlier notebooks that the solution imports from (`from autograder.earlier import`)."""
+    from . import earlier
+
+    return earlier.needed(course, nb, earlier.imported_names(c["source"] for c in solution_cells(nb, root)), root)
+
+
+def _earlier_part(course: Course, nb: Notebook, root: Path, package: Path) -> bytes:
+    """What the key owes to earlier notebooks: their reference code that the solution imports, and how it runs."""
+    references = earlier_references(course, nb, root)
+    if not references:
+        return b""
+    return (package / "earlier.py").read_bytes() + "".join(r["source"] for r in references.values()).encode()
+
+
 def key_digest(course: Course, nb: Notebook, root: Path = ROOT) -> str:
     """A digest of everything the key depends on (read from the files: nothing is imported)."""
     package = Path(__file__).resolve().parent
@@ -98,6 +113,7 @@ def key_digest(course: Course, nb: Notebook, root: Path = ROOT) -> str:
         (package / "sandbox.py").read_bytes(),  # how cases are run (seeds, forks) shapes the outputs
         f"{course.grading.public_seed}:{course.grading.hidden_seed}".encode(),
         _versions().encode(),
+        _earlier_part(course, nb, root, package),
     ):
         h.update(hashlib.sha256(part).digest())
     return h.hexdigest()[:20]
@@ -140,7 +156,8 @@ def compute_key(course: Course, nb: Notebook, run: Runner, root: Path = ROOT) ->
         for m in hidden.MISTAKES.get(item.id, []):
             items.append({"key": f"{item.id}:{m.name}", "id": item.id, "notebook": nb.id,
                           "cases": cases[item.id], "variant": m.name})
-    job = {"cells": solution_cells(nb, root), "skip": [], "items": items, "limits": limits_dict(course)}
+    job = {"cells": solution_cells(nb, root), "skip": [], "items": items, "limits": limits_dict(course),
+           "earlier": earlier_references(course, nb, root)}
     result = run(job)
     if "fatal" in result:
         raise ReferenceError_(f"{nb.id}: the grader failed on the reference: {result['fatal']}")

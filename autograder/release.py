@@ -6,7 +6,12 @@ folder to zip):
     weeks/<week>/<notebook>.ipynb   the student notebooks, as built (stale ones are refused)
     autograder/                     the runtime students need for `check`: public exercise
                                     modules and public keys (public cases with their expected
-                                    outputs, as data) of the released notebooks only
+                                    outputs, as data) of the released notebooks only; and
+                                    `autograder.earlier`, which brings earlier notebooks' code
+                                    into later ones
+    autograder/published/           only once published (`--publish-references WEEK`, after the
+                                    week's due date): the reference functions and classes of
+                                    those notebooks, for `earlier.use("reference")`
     course.yml                      the released weeks and notebooks; the hidden seed is not in it
     requirements.txt                pinned versions (the project's own) and `-e .`
     pyproject.toml                  makes `autograder` importable from any folder (editable install)
@@ -18,7 +23,8 @@ instructor's tools (build, release, Gradescope, LMS imports, late policy,
 reports) and the module that runs hidden tests: of autograder/, only the
 modules `check` imports ship (STUDENT_MODULES), and its command line then
 offers `check` alone. Releasing again into the same OUT adds or
-refreshes notebooks and keeps those released before (a week at a time).
+refreshes notebooks and keeps those released before (a week at a time),
+and keeps the references published before.
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ import importlib.metadata
 import shutil
 import string
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import yaml
@@ -40,11 +47,13 @@ STUDENT_MODULES = frozenset({
     "reference.py",                            # load_public: the public key shipped as data
     "grade.py", "gradebook.py", "notebook.py",  # the grader's own pipeline, so `check` runs a notebook as `grade` does
     "worker.py", "sandbox.py", "jail.py", "wire.py",  # the sandbox the notebook runs in, and what crosses back
+    "earlier.py",                              # `from autograder.earlier import ...`: earlier notebooks' code
 })
 """The modules of autograder/ that ship to students: what `check` imports, and nothing else.
 
 `tests/test_release.py` runs `check` in a release and compares this list with the modules it
-loaded. A module not listed here (a new one included) stays with the instructor."""
+loaded (and the notebooks' own import line, for earlier.py). A module not listed here (a new one
+included) stays with the instructor."""
 
 STUDENT_FOLDERS = frozenset({"exercises", "public"})
 """Folders of autograder/ that ship, with the files of the released notebooks only."""
@@ -206,14 +215,19 @@ def _yaml_str(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def student_readme(course: Course, notebooks: list[Notebook]) -> str:
+def student_readme(course: Course, notebooks: list[Notebook], published: list[Notebook] = ()) -> str:
     rows = "\n".join(f"| {nb.week} | `weeks/{nb.path}` | {nb.title} |" for nb in notebooks)
+    if published:
+        note = ("Published so far: the references of " + ", ".join(f"{nb.title.split(':')[0]} (`{nb.id}`)"
+                                                                 for nb in published) + ".")
+    else:
+        note = "No references are published yet."
     first = notebooks[0].path if notebooks else "week1/<notebook>.ipynb"
     from packaging.utils import canonicalize_name
 
     torch = project_pins().get(canonicalize_name("torch"), "torch")
     return _render("student_README.md", course_name=course.name, notebook_rows=rows, first_notebook=first,
-                   torch_pin=torch, torch_index=TORCH_CPU_INDEX)
+                   torch_pin=torch, torch_index=TORCH_CPU_INDEX, published_note=note)
 
 
 def pyproject() -> str:
@@ -251,27 +265,86 @@ def _safe_out(out: Path, root: Path) -> Path:
     return out
 
 
-def release(course: Course, out: Path, names: list[str] | None = None, root: Path = ROOT, log=print) -> ReleaseSummary:
-    """Write (or refresh) the student repository in OUT."""
+def publishable(course: Course, notebooks: list[Notebook], now: datetime | None = None) -> list[str]:
+    """Refuse to publish references before their week's due date (and grace period); warn of late work still open.
+
+    Returns the warnings: weeks whose late work still scores points, whose students could
+    read the references before handing in.
+    """
+    now = now or datetime.now(timezone.utc)
+    weeks = {nb.id: week for week in course.weeks for nb in week.notebooks}
+    problems, warnings = [], []
+    for nb in notebooks:
+        week = weeks[nb.id]
+        if week.due is None:
+            continue
+        grace = timedelta(minutes=course.late.grace_minutes)
+        if now < week.due + grace:
+            problems.append(f"{nb.id}: {week.id} is due {week.due.isoformat()} (plus {course.late.grace_minutes:g} "
+                            "minutes' grace); publish its references after that")
+        elif not course.late.zero_after_days:
+            warnings.append(f"late work for {week.id} scores points however late (course.yml's late policy): "
+                            "students who have not handed it in yet can read its references")
+        elif now < week.due + grace + timedelta(days=course.late.zero_after_days):
+            until = (week.due + grace + timedelta(days=course.late.zero_after_days)).isoformat()
+            warnings.append(f"late work for {week.id} still scores points until {until} (course.yml's late "
+                            "policy): students who have not handed it in yet can read its references")
+    if problems:
+        raise ReleaseError("cannot publish these references yet:\n  " + "\n  ".join(problems))
+    return list(dict.fromkeys(warnings))
+
+
+def _publish(course: Course, out: Path, ids: set[str], root: Path) -> list[Notebook]:
+    """Write autograder/published/<notebook>.py, the reference functions and classes of each notebook in `ids`."""
+    from .earlier import reference_pieces
+
+    published = [nb for nb in course.notebooks if nb.id in ids and (root / "solutions" / nb.path).exists()]
+    folder = out / "autograder" / "published"
+    for nb in published:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{nb.id}.py").write_text(reference_pieces(nb, root)["source"], encoding="utf-8")
+    return published
+
+
+def release(course: Course, out: Path, names: list[str] | None = None, root: Path = ROOT, log=print,
+            publish: list[str] | None = None, now: datetime | None = None) -> ReleaseSummary:
+    """Write (or refresh) the student repository in OUT; `publish`: weeks or notebooks whose references to publish.
+
+    With `publish` and no `names`, the notebooks already in OUT are refreshed and nothing new is released.
+    """
     out = _safe_out(Path(out), root)
-    asked = select(course, names)
+    if publish and not names:
+        asked = [nb for nb in course.notebooks if (out / "weeks" / nb.path).exists()]
+        if not asked:
+            raise ReleaseError(f"{out} holds no release yet: release the notebooks first "
+                               "(python -m autograder release OUT week1), then publish references")
+    else:
+        asked = select(course, names)
     check_built(course, asked, root)
-    # Notebooks released earlier into OUT stay released (and keep their runtime files).
+    to_publish = select(course, publish) if publish else []
+    for warning in publishable(course, to_publish, now):
+        log(f"warning: {warning}")
+    # Notebooks released earlier into OUT stay released (and keep their runtime files), and references published
+    # earlier stay published.
     earlier = [nb for nb in course.notebooks if (out / "weeks" / nb.path).exists() and nb not in asked]
     if earlier:
         check_built(course, earlier, root)
     notebooks = [nb for nb in course.notebooks if nb in asked or nb in earlier]
+    kept = {path.stem for path in (out / "autograder" / "published").glob("*.py")}
     out.mkdir(parents=True, exist_ok=True)
     for nb in notebooks:
         target = out / "weeks" / nb.path
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / "weeks" / nb.path, target)
     _copy_runtime(out / "autograder", notebooks, root)
+    published = _publish(course, out, kept | {nb.id for nb in to_publish}, root)
+    if to_publish:
+        log("published the references of " + ", ".join(nb.id for nb in to_publish) + " (autograder/published/)")
     texts = {
         "course.yml": student_course_yaml(course, notebooks),
         "requirements.txt": "\n".join(pinned_requirements(STUDENT_PACKAGES) + ["-e ."]) + "\n",
         "pyproject.toml": pyproject(),
-        "README.md": student_readme(course, notebooks),
+        "README.md": student_readme(course, notebooks, published),
         ".github/workflows/classroom.yml": classroom_workflow(course, notebooks),
         ".gitignore": ".venv/\n__pycache__/\n*.egg-info/\n.ipynb_checkpoints/\n",
     }

@@ -202,6 +202,12 @@ class Session:
         out = CappedWriter(job["limits"]["output_kb"] * 1024)
         sys.stdout = sys.stderr = out
         _seed_everything()
+        if "earlier" in job:
+            # The grader's references of earlier notebooks, for `from autograder.earlier import ...`: the
+            # student's earlier notebooks are not part of this submission (and not in the sandbox).
+            from . import earlier
+
+            earlier.provide(job["earlier"])
         ns = self._execute(job["cells"], set(job["skip"]))
         for item in job["items"]:
             self._item_in_fork(item, ns, job["limits"]["item_seconds"])

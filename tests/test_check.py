@@ -422,11 +422,11 @@ def test_in_place_edit_of_a_numpy_input_is_reported(capsys):
 
 
 def test_error_from_a_pasted_stub_names_the_function(fresh_public, capsys):
-    """Does an error raised in a pasted stub (MultiHeadAttention in the Days 10-12 notebook) name that function,
-    and the item's function it was called from, not only "line 2"?"""
-    release = nbformat.read(ROOT / "weeks" / "week2" / "day10_transformer.ipynb", as_version=4)
+    """Does an error raised in a pasted stub (Day 8's MultiHeadAttention in the Days 10-12 notebook) name that
+    function, and the item's function it was called from, not only "line 2"?"""
+    release = nbformat.read(ROOT / "weeks" / "week2" / "day08_multi_head_attention.ipynb", as_version=4)
     pasted = next(c.source for c in release.cells if c.metadata.get("nbgrader", {}).get("grade_id")
-                  == "reuse_MultiHeadAttention")
+                  == "MultiHeadAttention")
     ns = namespace("day10_transformer")
     linecache.cache["<pasted>"] = (len(pasted), None, pasted.splitlines(True), "<pasted>")  # as IPython does
     exec(compile(pasted, "<pasted>", "exec"), ns)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import students as demo_students
-from autograder import compare, notebook
+from autograder import compare
 from autograder.config import ROOT
 from autograder.exercise import StudentError
 from autograder.exercises import day08_multi_head_attention as ex
@@ -90,16 +90,15 @@ def _replace(source: str, old: str, new: str) -> str:
 def _adhoc_students(course) -> dict[str, dict[str, str]]:
     nb = course.notebook(D08)
     sol = demo_students.solution_sources(nb)
-    release = notebook.read(ROOT / "weeks" / nb.path)
-    stubs = {notebook.nbgrader_meta(c).get("grade_id"): c["source"] for c in release.cells}
-    sdpa, mha = sol["reuse_scaled_dot_product_attention"], sol["MultiHeadAttention"]
+    sdpa = demo_students.solution_sources(course.notebook("day06_scaled_dot_product_attention"))[
+        "scaled_dot_product_attention"]
+    mha = sol["MultiHeadAttention"]
     return {
-        # Day 6's classic bug pasted in: no scaling.
-        "t08_day6_unscaled": {"*": "solution", "reuse_scaled_dot_product_attention": _replace(
+        # Day 6's classic bug (no scaling) pasted in below the import, which it overrides.
+        "t08_day6_unscaled": {"*": "solution", "+day6": _replace(
             sdpa, "query @ key.transpose(-2, -1) / math.sqrt(d_k)", "query @ key.transpose(-2, -1)")},
-        # Nothing pasted at all: the reuse cell still raises NotImplementedError.
-        "t08_day6_not_pasted": {"*": "solution",
-                                "reuse_scaled_dot_product_attention": stubs["reuse_scaled_dot_product_attention"]},
+        # No Day 6 function at all: the imported one deleted.
+        "t08_day6_not_pasted": {"*": "solution", "+day6": "del scaled_dot_product_attention\n"},
         # Returns the dropped-out weights.
         "t08_weights_after_dropout": {"*": "solution", "MultiHeadAttention": _replace(
             mha, "context = self.dropout(weights) @ v", "weights = self.dropout(weights)\n        context = weights @ v")},
@@ -122,10 +121,10 @@ def adhoc(course, fast_course, tmp_path_factory):
 
 @pytest.mark.parametrize("student", ["t08_day6_unscaled", "t08_day6_not_pasted"])
 def test_buggy_day6_paste_costs_nothing(course, adhoc, student):
-    """Does a student whose Day-6 paste is buggy (or missing) still get full marks on every item, and on
-    MultiHeadAttention in particular, when the forward they wrote is right (the grader injects the
-    reference scaled_dot_product_attention)? And is that the injection at work: does the student's own
-    check, which uses their paste, fail MultiHeadAttention?"""
+    """Does a student whose own Day-6 function is buggy (pasted over the import) or missing still get full
+    marks on every item, and on MultiHeadAttention in particular, when the forward they wrote is right (the
+    grader injects the reference scaled_dot_product_attention)? And is that the injection at work: does the
+    student's own check, which uses their function, fail MultiHeadAttention?"""
     dest, out = adhoc
     row = gradebook_rows(out)[student]
     for it in course.notebook(D08).auto_items:

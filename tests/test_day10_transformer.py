@@ -69,8 +69,7 @@ def _replace(source: str, old: str, new: str) -> str:
 def _adhoc_students(course) -> dict[str, dict[str, str]]:
     nb = course.notebook(D10)
     sol = demo_students.solution_sources(nb)
-    release = notebook.read(ROOT / "weeks" / nb.path)
-    stubs = {notebook.nbgrader_meta(c).get("grade_id"): c["source"] for c in release.cells}
+    mha = demo_students.solution_sources(course.notebook("day08_multi_head_attention"))["MultiHeadAttention"]
     enc, dec, tr = sol["EncoderLayer"], sol["DecoderLayer"], sol["Transformer"]
     enc_body = ("        attended, _ = self.self_attn(x, x, x, src_mask)  # (B, S, D)\n"
                 "        x = self.norm1(x + self.dropout(attended))\n"
@@ -97,11 +96,12 @@ def _adhoc_students(course) -> dict[str, dict[str, str]]:
         "t10_quiz_one_wrong": {"*": "solution", "quiz_architecture_for_task": (
             "quiz_architecture_for_task = {'translation': 'Encoder-Decoder', 'sentiment': 'encoder-only ',\n"
             "    'pos_tagging': 'decoder-only', 'story_continuation': 'decoder-only', 'code_completion': 'decoder-only'}\n")},
-        # Nothing pasted from Days 6 and 8: the graded items must not suffer (reference pieces are injected).
-        "t10_reuse_untouched": dict({"*": "solution"}, **{gid: stubs[gid] for gid in stubs if gid and gid.startswith("reuse_")}),
-        # A Day 8 bug (no output projection) pasted in: it must not cost points again here.
-        "t10_buggy_mha": {"*": "solution", "reuse_MultiHeadAttention": _replace(
-            sol["reuse_MultiHeadAttention"], "output = self.W_o(merge_heads(context))", "output = merge_heads(context)")},
+        # Nothing from Days 6 and 8 (the imported pieces deleted): the graded items must not suffer (reference
+        # pieces are injected).
+        "t10_no_earlier_pieces": {"*": "solution", "+no_earlier": "del MultiHeadAttention, causal_mask, padding_mask\n"},
+        # A Day 8 bug (no output projection) pasted in over the import: it must not cost points again here.
+        "t10_buggy_mha": {"*": "solution", "+buggy_mha": _replace(
+            mha, "output = self.W_o(merge_heads(context))", "output = merge_heads(context)")},
     }
 
 
@@ -137,11 +137,11 @@ def test_property_cases_catch_their_mistakes(course, adhoc, student, item, cases
 
 
 def test_earlier_days_cost_points_once(course, adhoc):
-    """With the Days 6/8 cells left as stubs, or a Day 8 bug pasted in, are the layers, the Transformer and the
+    """With the Days 6/8 pieces deleted, or a Day 8 bug pasted in, are the layers, the Transformer and the
     parameter count still graded full marks (the reference attention is injected, declared in `needs`)?"""
     _, out = adhoc
     rows = gradebook_rows(out)
-    for student in ("t10_reuse_untouched", "t10_buggy_mha"):
+    for student in ("t10_no_earlier_pieces", "t10_buggy_mha"):
         for it in course.notebook(D10).auto_items:
             assert float(rows[student][it.id]) == it.points, (student, it.id)
     attention = {"scaled_dot_product_attention", "split_heads", "merge_heads", "MultiHeadAttention"}
@@ -307,23 +307,6 @@ def _check_cases_small_and_fast(keys, reference_ns):
             assert set(module.state_dict()) == {k for k in inputs if "." in k}, (item, c["name"])
             EXERCISES[item].run(reference_ns[item], inputs)
         assert time.perf_counter() - started < 1.0, item
-
-
-def test_reuse_cells_match_the_earlier_reference_solutions(course):
-    """Do the reuse cells hold exactly the Days 6 and 8 reference code (so the answer key computed with them
-    equals what grading computes with the injected pieces), below one line that tells students what to paste?"""
-    from autograder import reference
-
-    mine = reference.solution_sources(course.notebook(D10))
-    reuse = {gid: src for gid, src in mine.items() if gid.startswith("reuse_")}
-    assert set(reuse) == {f"reuse_{n}" for n in ("scaled_dot_product_attention", "causal_mask", "padding_mask",
-                                                  "split_heads", "merge_heads", "MultiHeadAttention")}
-    for gid, src in reuse.items():
-        name = gid.removeprefix("reuse_")
-        owner, _ = course.item(name)
-        first, rest = src.split("\n", 1)
-        assert first.startswith("# Paste") and name in first
-        assert rest.strip() == reference.solution_sources(owner)[name].strip(), gid
 
 
 # --- the label-the-diagram item (the architecture from memory) -------------------------------

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import students as demo_students
-from autograder import notebook, reference
+from autograder import reference
 from autograder.config import ROOT
 from autograder.exercise import StudentError
 from autograder.exercises import day13_training as ex
@@ -77,17 +77,16 @@ def test_realistic_students_lose_points_on_their_item_only(course, graded_demo, 
 def _adhoc_students(course) -> dict[str, dict[str, str]]:
     nb = course.notebook(D13)
     sol = demo_students.solution_sources(nb)
-    release = notebook.read(ROOT / "weeks" / nb.path)
-    stubs = {notebook.nbgrader_meta(c).get("grade_id"): c["source"] for c in release.cells}
-    reuse = [gid for gid in stubs if gid and gid.startswith("reuse_")]
+    day6 = demo_students.solution_sources(course.notebook("day06_scaled_dot_product_attention"))
     return {
-        # Nothing pasted from earlier days: train_step and greedy_decode still need the masks.
-        "t13_reuse_untouched": dict({"*": "solution"}, **{gid: stubs[gid] for gid in reuse}),
-        # Day 6 masks pasted with bugs (shifted causal mask, padding over queries): not charged again here.
+        # Nothing from earlier days (the imported pieces deleted): train_step and greedy_decode still need the masks.
+        "t13_no_earlier_pieces": {"*": "solution", "+no_earlier": (
+            "del scaled_dot_product_attention, causal_mask, padding_mask, EncoderLayer, Transformer\n")},
+        # Day 6 masks pasted with bugs over the import (shifted causal mask, padding over queries): not charged
+        # again here.
         "t13_buggy_masks": {"*": "solution",
-                            "reuse_causal_mask": sol["reuse_causal_mask"].replace("device=device))",
-                                                                                  "device=device), diagonal=-1)"),
-                            "reuse_padding_mask": sol["reuse_padding_mask"].replace("unsqueeze(1)", "unsqueeze(2)")},
+                            "+buggy_masks": day6["causal_mask"].replace("device=device))", "device=device), diagonal=-1)")
+                            + "\n\n" + day6["padding_mask"].replace("unsqueeze(1)", "unsqueeze(2)")},
         # LambdaLR fed the step count as is: the schedule runs one step behind.
         "t13_lambda_off_by_one": {"*": "solution", "make_optimizer": (
             "def make_optimizer(model, d_model, warmup_steps, factor=1.0):\n"
@@ -113,11 +112,11 @@ def adhoc(course, fast_course, tmp_path_factory):
 
 
 def test_earlier_days_cost_points_once(course, adhoc):
-    """With the earlier days' cells left as stubs, or the Day 6 masks pasted with bugs, do train_step and
+    """With the earlier days' pieces deleted, or the Day 6 masks pasted with bugs, do train_step and
     greedy_decode still get full marks (the reference masks are injected, declared in `needs`)?"""
     _, out = adhoc
     rows = gradebook_rows(out)
-    for student in ("t13_reuse_untouched", "t13_buggy_masks"):
+    for student in ("t13_no_earlier_pieces", "t13_buggy_masks"):
         for it in course.notebook(D13).auto_items:
             assert float(rows[student][it.id]) == it.points, (student, it.id)
     assert set(EXERCISES["train_step"].needs) == {"causal_mask", "padding_mask"}
