@@ -134,50 +134,74 @@ def _students(nb) -> dict[str, dict]:
     return chosen
 
 
-@pytest.mark.parametrize("nb", SOURCED, ids=lambda nb: nb.id)
-def test_autograde_passes_the_items_grade_gives_full_points(nb, keys, tmp_path):
-    """Does `nbgrader autograde` give an item its points exactly when `python -m autograder grade` gives full points?"""
-    source = (ROOT / "solutions" / nb.path).read_text()
-    if "### BEGIN HIDDEN TESTS" not in source:
-        pytest.skip(f"{nb.id} has no hidden-test regions yet (see test_every_test_cell_runs_the_hidden_cases)")
+def without_demos(submitted: Path) -> None:
+    """Drop the demo cells (plots, training runs) from every submitted notebook: neither grader scores them
+    (`grade` skips them, nbgrader's test cells do not use them), and test_notebooks runs each once."""
+    for path in submitted.rglob("*.ipynb"):
+        notebook = nbformat.read(path, as_version=4)
+        notebook.cells = [c for c in notebook.cells if not nbmod.is_demo_cell(c)]
+        nbformat.write(notebook, path)
+
+
+@pytest.fixture(scope="module")
+def autograded(keys, tmp_path_factory):
+    """{week: (nbgrader's scores, grade's scores)}: each week's notebooks submitted by the students of
+    `_students`, autograded by nbgrader once per week and graded by `grade` once, to be compared per notebook."""
     sys.path.insert(0, str(ROOT / "demo"))
     import students as demo
+
+    from nbgrader.api import Gradebook as NbgraderGradebook
 
     from autograder.gradebook import Gradebook
     from autograder.grade import grade_all
 
-    keys[nb.id]  # the full key, computed once (the hidden regions read it from .cache/keys)
-    students = _students(nb)
-    course = make_course(tmp_path / "course", [nb])
-    env = nbgrader_env(tmp_path / "jupyter")
-    demo.write_class(course / "submitted", {s: {nb.id: edits} for s, edits in students.items()})
-    nbgrader(["generate_assignment", nb.week, "--force"], course, env)
-    started = time.monotonic()
-    nbgrader(["autograde", nb.week, "--create", "--force", "--notebook", nb.id], course, env)
-    print(f"nbgrader autograde: {(time.monotonic() - started) / len(students):.1f} s per notebook")
-
-    from nbgrader.api import Gradebook as NbgraderGradebook
-
-    theirs = {}
+    root = tmp_path_factory.mktemp("autograde")
+    env = nbgrader_env(root / "jupyter")
+    course = make_course(root / "course", SOURCED)
+    submissions: dict[str, dict] = {}
+    for nb in SOURCED:
+        keys[nb.id]  # the full key, computed once (the hidden regions read it from .cache/keys)
+        for student, edits in _students(nb).items():
+            submissions.setdefault(student, {})[nb.id] = edits
+    demo.write_class(course / "submitted", submissions)
+    without_demos(course / "submitted")
+    theirs: dict = {}
+    for week in WEEKS:
+        nbgrader(["generate_assignment", week, "--force"], course, env)
+        started = time.monotonic()
+        nbgrader(["autograde", week, "--create", "--force"], course, env)
+        print(f"nbgrader autograde {week}: {time.monotonic() - started:.1f} s")
     with NbgraderGradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
-        for student in students:
-            sub = gb.find_submission_notebook(nb.id, nb.week, student)
-            theirs[student] = {g.name.removeprefix("test_"): g.score for g in sub.grades if g.name.startswith("test_")}
-    grade_all(COURSE, course / "submitted", tmp_path / "out", workers=2, progress=None)
-    book = Gradebook(tmp_path / "out" / "gradebook.db")
+        for student, notebooks in submissions.items():
+            for nb_id in notebooks:
+                nb = COURSE.notebook(nb_id)
+                sub = gb.find_submission_notebook(nb.id, nb.week, student)
+                theirs[student, nb.id] = {g.name.removeprefix("test_"): g.score for g in sub.grades
+                                          if g.name.startswith("test_")}
+    grade_all(COURSE, course / "submitted", root / "out", workers=2, progress=None)
+    book = Gradebook(root / "out" / "gradebook.db")
     ours = book.scores()
     book.close()
+    return theirs, ours
+
+
+@pytest.mark.parametrize("nb", SOURCED, ids=lambda nb: nb.id)
+def test_autograde_passes_the_items_grade_gives_full_points(nb, autograded):
+    """Does `nbgrader autograde` give an item its points exactly when `python -m autograder grade` gives full points?"""
+    source = (ROOT / "solutions" / nb.path).read_text()
+    assert "### BEGIN HIDDEN TESTS" in source, f"{nb.id} has no hidden-test regions"
+    theirs, ours = autograded
     outcomes = set()
-    for student in students:
+    for student in _students(nb):
         for item in nb.auto_items:
             full = ours[student][item.id] == item.points
             outcomes.add(full)
-            assert theirs[student][item.id] == (item.points if full else 0), (
-                f"{student} {item.id}: nbgrader {theirs[student][item.id]}, grade {ours[student][item.id]} "
+            assert theirs[student, nb.id][item.id] == (item.points if full else 0), (
+                f"{student} {item.id}: nbgrader {theirs[student, nb.id][item.id]}, grade {ours[student][item.id]} "
                 f"of {item.points}")
     assert outcomes == {True, False}, "the submissions should include both passing and failing items"
     for student in ("ada_complete", "ben_untouched"):
-        assert sum(theirs[student].values()) == sum(ours[student][i.id] for i in nb.auto_items)
+        assert sum(theirs[student, nb.id].values()) == sum(ours[student][i.id] for i in nb.auto_items)
 
 
 def test_check_all_raises_when_a_hidden_case_fails(keys):
@@ -248,6 +272,7 @@ def test_readme_nbgrader_commands_work_on_a_fresh_clone(keys, tmp_path):
 
     course = fresh_clone(tmp_path / "clone")
     demo.write_class(course / "submitted", chosen)
+    without_demos(course / "submitted")
     proc = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=course, env=env, capture_output=True,
                           text=True, timeout=1200)
     log = proc.stdout + proc.stderr
