@@ -106,11 +106,26 @@ def check_course_files(course: Course, notebooks=None, root: Path = ROOT, parts=
     for nb in wanted:
         if nb.id in files:
             problems += _extra_names(course, nb, files[nb.id], root, claimed)
+    if not problems:
+        for nb in wanted:
+            if nb.id in files and files[nb.id].cells is not None:
+                problems += _out_of_order(course, nb, files[nb.id], root)
     if len(problems) == 1:
         raise ConfigError(problems[0])
     if problems:
         raise ConfigError(f"course.yml and the course's files disagree in {len(problems)} places:\n  "
                           + "\n  ".join(problems))
+
+
+def _out_of_order(course: Course, nb: Notebook, f: _Files, root: Path) -> list[str]:
+    """A line when course.yml lists a notebook's items in another order than their cells (grading order,
+    gradebook columns and the reference pieces a later item builds on all follow course.yml)."""
+    listed = [i.id for i in nb.items]
+    in_cells = [gid for gid, _, solution in f.cells or [] if solution and gid in listed]
+    if in_cells == listed:
+        return []
+    return [f"{_rel(course.source, root)}: the items of {nb.id} are listed in another order than their cells in "
+            f"{_rel(f.solution, root)}: list them as {', '.join(in_cells)}"]
 
 
 def _missing_items(course: Course, nb: Notebook, f: _Files, root: Path, claimed: set[str]) -> list[str]:

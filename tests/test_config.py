@@ -102,6 +102,18 @@ def test_misspelt_item_names_file_item_and_guess(tmp_path):
     assert len(msg.splitlines()) == 1, "one mistake, one line (not also every file that names 'softmax')"
 
 
+def test_items_out_of_their_cells_order(tmp_path):
+    """Are two items listed in another order than their cells named, with the order to use?"""
+    path = tmp_path / "course.yml"
+    path.write_text(BASE_TEXT.replace("{id: dot_score, points: 1}\n          - {id: multiplicative_score, points: 1}",
+                                      "{id: multiplicative_score, points: 1}\n          - {id: dot_score, points: 1}"))
+    assert path.read_text() != BASE_TEXT
+    with pytest.raises(ConfigError, match=r"items of day03_attention_mechanism are listed in another order than "
+                                          r"their cells in solutions/week1/day03_attention_mechanism\.ipynb: "
+                                          r"list them as softmax, dot_score, multiplicative_score"):
+        load_checked(path)
+
+
 def test_misspelt_notebook_and_wrong_week(tmp_path):
     """Is a misspelt notebook id, or a notebook listed under the wrong week, explained instead of 'missing'?"""
     path = tmp_path / "course.yml"

@@ -514,8 +514,8 @@ def run_quiz(answer, inputs):
 EXERCISES = [
     Exercise("noam_lr", run_noam, noam_public),
     Exercise("warmup_cosine_lr", run_cosine, cosine_public),
-    Exercise("label_smoothing_loss", run_smoothing, smoothing_public),
     Exercise("make_optimizer", run_make_optimizer, optimizer_public),
+    Exercise("label_smoothing_loss", run_smoothing, smoothing_public),
     Exercise("train_step", run_train_step, train_public, needs=("causal_mask", "padding_mask")),
     Exercise("greedy_decode", run_greedy, greedy_public, needs=("causal_mask",)),
     Exercise("tiled_attention", run_tiled, tiled_public),
