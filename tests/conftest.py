@@ -18,10 +18,11 @@ from autograder.config import load_course  # noqa: E402
 FAST_LIMITS = {"cell_seconds": 4, "notebook_seconds": 60, "item_seconds": 4}
 
 
-def fast_course_file(tmp: Path) -> Path:
-    """course.yml with short time limits, so hostile submissions cost seconds, not minutes."""
+def fast_course_file(tmp: Path, limits: dict | None = None) -> Path:
+    """course.yml with short time limits (FAST_LIMITS, or `limits`), so hostile submissions cost seconds,
+    not minutes."""
     data = yaml.safe_load((ROOT / "course.yml").read_text())
-    data["grading"]["limits"].update(FAST_LIMITS)
+    data["grading"]["limits"].update(limits or FAST_LIMITS)
     path = tmp / "course.yml"
     path.write_text(yaml.safe_dump(data))
     return path

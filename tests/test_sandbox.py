@@ -17,7 +17,7 @@ import pytest
 
 from autograder.config import ROOT, load_course
 from autograder.grade import grade_all
-from conftest import gradebook_rows
+from conftest import fast_course_file, gradebook_rows
 import students as demo_students
 
 D06 = "day06_scaled_dot_product_attention"
@@ -88,8 +88,14 @@ def tree_digest() -> str:
     return h.hexdigest()
 
 
+HOSTILE_LIMITS = {"cell_seconds": 2, "notebook_seconds": 30, "item_seconds": 2}
+"""Shorter still than FAST_LIMITS: a threat that loops or sleeps meets its limit twice (the retry), and
+the honest cells and items of Days 6-7 need a fraction of a second of CPU time each."""
+
+
 @pytest.fixture(scope="module")
-def hostile(fast_course, tmp_path_factory):
+def hostile(tmp_path_factory):
+    fast_course = load_course(fast_course_file(tmp_path_factory.mktemp("hostile-course"), HOSTILE_LIMITS))
     cls = tmp_path_factory.mktemp("hostile")
     students = {name: {D06: dict(edits, **{"*": "solution"})} for name, (edits, _, _) in THREATS.items()}
     students["zz_honest"] = {D06: {"*": "solution"}}
