@@ -55,9 +55,16 @@ def graded_demo(fast_course, demo_class, tmp_path_factory):
     return summary, out
 
 
-def copy_class(src: Path, dest: Path, students: list[str]) -> Path:
+def copy_class(src: Path, dest: Path, students: list[str], notebooks: list[str] | None = None) -> Path:
+    """Copy these students' folders of the demo class (only these notebook ids, when given)."""
     for s in students:
-        shutil.copytree(src / s, dest / s)
+        if notebooks is None:
+            shutil.copytree(src / s, dest / s)
+            continue
+        for path in (src / s).glob("*/*.ipynb"):
+            if path.stem in notebooks:
+                (dest / path.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, dest / path.relative_to(src))
     return dest
 
 

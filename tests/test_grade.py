@@ -114,7 +114,7 @@ def test_other_students_unaffected(fast_course, demo_class, graded_demo, tmp_pat
 
 def test_unchanged_submissions_are_not_regraded(fast_course, demo_class, tmp_path):
     """Does a second run over the same submissions skip them all, and re-grade only the one that changed?"""
-    cls = copy_class(demo_class, tmp_path / "cls", ["ada_complete", "cleo_no_scaling"])
+    cls = copy_class(demo_class, tmp_path / "cls", ["ada_complete", "cleo_no_scaling"], [D06, "day03_attention_mechanism"])
     out = tmp_path / "out"
     first = grade.grade_all(fast_course, cls, out, workers=1, progress=None)
     second = grade.grade_all(fast_course, cls, out, workers=1, progress=None)
@@ -130,7 +130,7 @@ def test_unchanged_submissions_are_not_regraded(fast_course, demo_class, tmp_pat
 
 def test_unreadable_submission_is_recorded_not_fatal(fast_course, demo_class, tmp_path):
     """Does a corrupt notebook get 0 with a message naming the file, while the rest of the class is graded?"""
-    cls = copy_class(demo_class, tmp_path / "cls", ["ada_complete"])
+    cls = copy_class(demo_class, tmp_path / "cls", ["ada_complete"], [D06])
     bad = cls / "zed_broken" / "week1" / f"{D06}.ipynb"
     bad.parent.mkdir(parents=True)
     bad.write_text('{"cells": [ oops')
@@ -145,7 +145,7 @@ def test_unreadable_submission_is_recorded_not_fatal(fast_course, demo_class, tm
 
 def test_bad_student_ids_and_unknown_notebooks_are_skipped_with_a_warning(fast_course, demo_class, tmp_path):
     """Are a student folder with an unsafe name and an unknown notebook reported, not graded?"""
-    cls = copy_class(demo_class, tmp_path / "cls", ["ada_complete"])
+    cls = copy_class(demo_class, tmp_path / "cls", ["ada_complete"], [D06])
     src = next((cls / "ada_complete").glob("*/*.ipynb"))
     (cls / "bad name;rm").mkdir()
     (cls / "ada_complete" / "week1" / "day06_scaled_dot_product_attentoin.ipynb").write_text(src.read_text())
@@ -201,7 +201,7 @@ def test_changed_points_are_regraded(demo_class, tmp_path):
     from conftest import fast_course_file
 
     path = fast_course_file(tmp_path)
-    cls = copy_class(demo_class, tmp_path / "cls", ["ada_complete"])
+    cls = copy_class(demo_class, tmp_path / "cls", ["ada_complete"], [D06, "day03_attention_mechanism"])
     out = tmp_path / "out"
     grade.grade_all(load_course(path), cls, out, workers=1, progress=None, pages=False)
     assert float(gradebook_rows(out)["ada_complete"]["causal_mask"]) == POINTS["causal_mask"]
