@@ -25,6 +25,7 @@ this logic inside it, and nothing needs installing.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import platform
@@ -253,16 +254,25 @@ VISIBLE: list[str] = []
 """The allow-list this jail was built with."""
 
 
-def _mount_keeping(folder: str, options: str, keep: list[str], prefix: str = "") -> None:
-    """Mount a tmpfs on `folder`, then bind back read-only each path of `keep` (at `prefix` + path)."""
-    handles = [(os.open(p, os.O_PATH | os.O_CLOEXEC), os.path.isdir(p), p) for p in keep]
+@contextlib.contextmanager
+def _handles(paths: list[str]):
+    """(fd, is a folder, path) of each path, opened O_PATH now, before a mount hides them; closed after."""
+    handles = []
     try:
-        mount("tmpfs", folder, "tmpfs", MS_NOSUID | MS_NODEV, options)
-        for fd, is_dir, path in handles:
-            _bind_readonly(fd, is_dir, prefix + path)
+        for p in paths:
+            handles.append((os.open(p, os.O_PATH | os.O_CLOEXEC), os.path.isdir(p), p))
+        yield handles
     finally:
         for fd, _, _ in handles:
             os.close(fd)
+
+
+def _mount_keeping(folder: str, options: str, keep: list[str], prefix: str = "") -> None:
+    """Mount a tmpfs on `folder`, then bind back read-only each path of `keep` (at `prefix` + path)."""
+    with _handles(keep) as handles:
+        mount("tmpfs", folder, "tmpfs", MS_NOSUID | MS_NODEV, options)
+        for fd, is_dir, path in handles:
+            _bind_readonly(fd, is_dir, prefix + path)
 
 
 def fresh_tmp(size: str) -> None:
@@ -272,8 +282,7 @@ def fresh_tmp(size: str) -> None:
     read-only folders of their own: the sandbox can write only into its empty tmpfs, never beside them.
     """
     kept = [p for p in VISIBLE if _inside(p, "/tmp") and p != "/tmp"]
-    handles = [(os.open(p, os.O_PATH | os.O_CLOEXEC), os.path.isdir(p), p) for p in kept]
-    try:
+    with _handles(kept) as handles:
         mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode=1777")
         for top in sorted({"/tmp/" + p.split("/")[2] for p in kept}):
             skeleton = top not in kept
@@ -285,9 +294,6 @@ def fresh_tmp(size: str) -> None:
                     _bind_readonly(fd, is_dir, path)
             if skeleton:
                 mount(None, top, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
-    finally:
-        for fd, _, _ in handles:
-            os.close(fd)
     mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode=1777")
 
 
