@@ -132,8 +132,9 @@ def without_demos(submitted: Path) -> None:
 
 @pytest.fixture(scope="module")
 def autograded(keys, tmp_path_factory):
-    """{week: (nbgrader's scores, grade's scores)}: each week's notebooks submitted by the students of
-    `_students`, autograded by nbgrader once per week and graded by `grade` once, to be compared per notebook."""
+    """Each notebook submitted by the students of `_students`, autograded by nbgrader once per week (after its
+    generate_assignment) and graded by `grade` once: {"nbgrader": {(student, notebook id): {item: points}},
+    "grade": {student: {item: points}}, "generated": {week: {file name: the notebook nbgrader released}}}."""
     sys.path.insert(0, str(ROOT / "demo"))
     import students as demo
 
@@ -171,14 +172,14 @@ def autograded(keys, tmp_path_factory):
     book = Gradebook(root / "out" / "gradebook.db")
     ours = book.scores()
     book.close()
-    return theirs, ours, generated
+    return {"nbgrader": theirs, "grade": ours, "generated": generated}
 
 
 @pytest.mark.parametrize("week", WEEKS)
 def test_generate_assignment_reproduces_weeks(week, autograded):
     """Does real `nbgrader generate_assignment <week>` write exactly the committed weeks/ notebooks?"""
     notebooks = [nb for nb in SOURCED if nb.week == week]
-    generated = autograded[2][week]
+    generated = autograded["generated"][week]
     assert sorted(generated) == sorted(f"{nb.id}.ipynb" for nb in notebooks)
     for nb in notebooks:
         assert generated[f"{nb.id}.ipynb"] == (ROOT / "weeks" / nb.path).read_bytes(), (
@@ -190,7 +191,7 @@ def test_autograde_passes_the_items_grade_gives_full_points(nb, autograded):
     """Does `nbgrader autograde` give an item its points exactly when `python -m autograder grade` gives full points?"""
     source = (ROOT / "solutions" / nb.path).read_text()
     assert "### BEGIN HIDDEN TESTS" in source, f"{nb.id} has no hidden-test regions"
-    theirs, ours, _ = autograded
+    theirs, ours = autograded["nbgrader"], autograded["grade"]
     outcomes = set()
     for student in _students(nb):
         for item in nb.auto_items:
