@@ -25,6 +25,20 @@ c.CourseDirectory.feedback_directory = "feedback"
 # nbgrader's own database (assignments, students, nbgrader's grades); the course's gradebook is separate.
 c.CourseDirectory.db_url = "sqlite:///" + os.path.join(here, "gradebook.db")
 
+# generate_assignment's own steps, with the course's ClearSolutions (autograder/build.py): an answer cell
+# that assigns its answer a placeholder above the solution (`quiz_sqrt_dk = None  # ...`) keeps that line as
+# its stub instead of `raise NotImplementedError()`, so that "Run All" goes past an unanswered quiz.
+from autograder.build import ClearSolutions  # noqa: E402 - nbgrader loads this file with the course installed
+from nbgrader.preprocessors import (  # noqa: E402
+    CheckCellMetadata, ClearHiddenTests, ClearMarkScheme, ClearOutput, ComputeChecksums, IncludeHeaderFooter,
+    InstantiateTests, LockCells, SaveCells,
+)
+
+c.GenerateAssignment.preprocessors = [
+    IncludeHeaderFooter, InstantiateTests, LockCells, ClearSolutions, ClearOutput, CheckCellMetadata,
+    ComputeChecksums, SaveCells, ClearHiddenTests, ClearMarkScheme, ComputeChecksums, CheckCellMetadata,
+]
+
 # Notebooks are executed by the kernel of this project's interpreter (`make` installs it into .venv);
 # ATTENTION_KERNEL names another kernelspec.
 c.ExecutePreprocessor.kernel_name = os.environ.get("ATTENTION_KERNEL", "attention-course")

@@ -8,15 +8,53 @@ outputs and the known mistakes' outputs, computed from the solutions.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nbformat
-from nbgrader.preprocessors import (
-    CheckCellMetadata, ClearHiddenTests, ClearMarkScheme, ClearOutput, ClearSolutions, ComputeChecksums, LockCells,
-)
+from nbgrader.preprocessors import CheckCellMetadata, ClearHiddenTests, ClearMarkScheme, ClearOutput, ComputeChecksums, LockCells
+from nbgrader.preprocessors import ClearSolutions as NbgraderClearSolutions
 
 from . import compare, reference, source, wire
 from .config import ROOT, ConfigError, Course, Notebook
+
+class ClearSolutions(NbgraderClearSolutions):
+    """nbgrader's ClearSolutions, except for an answer cell that already gives its answer a placeholder.
+
+    A quiz-like item's answer is a module-level variable (`quiz_sqrt_dk = "B"`). nbgrader's one code
+    stub, `raise NotImplementedError()`, is right inside a function but, at the top of an answer cell,
+    it stops "Run All" there. So when the code above a cell's solution region already assigns the
+    cell's grade_id (`quiz_sqrt_dk = None  # your answer: ...`), that line is the stub: the region is
+    removed and nothing is put in its place. Every other cell gets nbgrader's stub as usual.
+
+    nbgrader_config.py puts this class in GenerateAssignment's preprocessors, so that `nbgrader
+    generate_assignment` and `python -m autograder build` write the same weeks/ (a test compares them).
+    """
+
+    _REMOVED = "\x00answer-region\x00"
+
+    def _replace_solution_region(self, cell, language: str) -> bool:
+        if not has_answer_placeholder(cell, self.begin_solution_delimeter):
+            return super()._replace_solution_region(cell, language)
+        stubs = self.code_stub
+        self.code_stub = {**stubs, language: self._REMOVED}
+        try:
+            replaced = super()._replace_solution_region(cell, language)
+        finally:
+            self.code_stub = stubs
+        cell.source = "\n".join(line for line in cell.source.split("\n") if line.strip() != self._REMOVED).rstrip()
+        return replaced
+
+
+def has_answer_placeholder(cell, begin: str = "BEGIN SOLUTION") -> bool:
+    """Does a code solution cell assign its own grade_id (at the top level) above its first solution region?"""
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    gid = meta.get("grade_id")
+    if cell.get("cell_type") != "code" or not meta.get("solution") or not isinstance(gid, str):
+        return False
+    above = cell.source.split(begin, 1)[0] if begin in cell.source else ""
+    return re.search(rf"^{re.escape(gid)}\s*(:[^=\n]*)?=", above, re.M) is not None
+
 
 # generate_assignment's order, less IncludeHeaderFooter/InstantiateTests (unused) and SaveCells (its database).
 # ClearHiddenTests must follow the first ComputeChecksums; ComputeChecksums runs again after it.

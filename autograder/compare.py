@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .exercise import DEFAULT_TOLERANCE, MUTATED
+from .exercise import DEFAULT_TOLERANCE, MUTATED, UNANSWERED
 from .wire import Tensor, describe
 
 IN_PLACE_HINT = ("an in-place operation (x /= ..., x += ..., x[...] = ..., x.unsqueeze_(...), x.masked_fill_(...)) "
@@ -342,6 +342,9 @@ def judge_case(item_id: str, case_key: dict, got: dict, mistakes: list[dict], sh
     if quiz_choices is not None:
         answer = outputs.get("answer")
         allowed = [str(c).strip().upper() for c in quiz_choices]
+        if "answer" in outputs and answer is None:  # the released cell's placeholder, left as it is
+            result.problems.append(f"{UNANSWERED}: give one of {', '.join(quiz_choices)}")
+            return result
         if allowed and (type(answer) is not str or answer.strip().upper() not in allowed):
             result.problems.append(f"answer {describe(answer)} is not one of {', '.join(quiz_choices)}")
             return result

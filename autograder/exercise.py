@@ -21,6 +21,11 @@ Inputs = dict[str, Any]
 Outputs = dict[str, Any]
 
 
+UNANSWERED = "no answer yet (still None)"
+"""How a message about an answer left as the released placeholder (None) starts; the class report counts it
+as not attempted."""
+
+
 class StudentError(Exception):
     """The student's object was called but answered in the wrong form.
 

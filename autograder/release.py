@@ -43,6 +43,7 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 STUDENT_MODULES = frozenset({
     "__init__.py", "__main__.py", "check.py",  # `from autograder import check`, `python -m autograder check`
+    "demo.py",                                 # `from autograder import demo`: demos that wait for a stub
     "config.py", "compare.py", "exercise.py",  # course.yml, judging a case, how an exercise is called
     "reference.py",                            # load_public: the public key shipped as data
     "grade.py", "gradebook.py", "notebook.py",  # the grader's own pipeline, so `check` runs a notebook as `grade` does

@@ -1,6 +1,7 @@
 """The build: weeks/ and the public keys are exactly what solutions/ produce."""
 from __future__ import annotations
 
+import nbformat
 import numpy as np
 import pytest
 
@@ -22,7 +23,38 @@ def test_release_hides_solutions(nb):
     """Does the student notebook keep every stub and drop every solution and hidden test?"""
     text = (ROOT / "weeks" / nb.path).read_text(encoding="utf-8")
     assert "BEGIN SOLUTION" not in text and "BEGIN HIDDEN TESTS" not in text
-    assert text.count("raise NotImplementedError()") >= len([i for i in nb.auto_items if i.id[0].islower() and not i.id.startswith("quiz")])
+    released = {build_cell_id(c): c for c in nbformat.reads(text, as_version=4).cells}
+    source = nbformat.read(ROOT / "solutions" / nb.path, as_version=4)
+    for cell in source.cells:
+        gid = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if gid in {i.id for i in nb.auto_items}:
+            stub = released[gid].source
+            if build.has_answer_placeholder(cell):  # an answer cell: its placeholder line(s), which do not raise
+                assert stub == cell.source.split("### BEGIN SOLUTION")[0].rstrip(), gid
+                namespace: dict = {}
+                exec(stub, namespace)
+                assert gid in namespace, gid
+            else:
+                assert "raise NotImplementedError()" in stub, gid
+
+
+def build_cell_id(cell) -> str | None:
+    return cell.metadata.get("nbgrader", {}).get("grade_id")
+
+
+def test_release_steps_are_nbgraders_own():
+    """Do `build` and nbgrader_config.py run generate_assignment's steps in nbgrader's order, with only
+    ClearSolutions replaced by the course's (and build without the steps that need nbgrader's database)?"""
+    from nbgrader.converters import GenerateAssignment
+    from nbgrader.preprocessors import ClearSolutions as Stock
+    from traitlets.config import PyFileConfigLoader
+
+    stock = GenerateAssignment.class_traits()["preprocessors"].default()
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(ROOT)).load_config()
+    configured = list(config.GenerateAssignment.preprocessors)
+    assert configured == [build.ClearSolutions if step is Stock else step for step in stock]
+    skipped = {"IncludeHeaderFooter", "InstantiateTests", "SaveCells"}
+    assert build.RELEASE_STEPS == [s for s in configured if s.__name__ not in skipped]
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda nb: nb.id)

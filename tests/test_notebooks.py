@@ -10,6 +10,8 @@ import pytest
 from nbclient import NotebookClient
 
 from autograder.config import ROOT, load_course
+from autograder.demo import FAILED as DEMO_FAILED
+from autograder.demo import SKIPPED as DEMO_SKIPPED
 
 NOTEBOOKS = load_course().notebooks
 KERNEL = "attention-course-test"
@@ -49,6 +51,35 @@ def test_solution_notebook_runs_in_a_kernel(kernel_env, nb, tmp_path):
     assert notebook.cells[0].outputs[0]["text"].strip() == sys.executable
     passes = [o.get("text", "") + json.dumps(o.get("data", {})) for c in notebook.cells for o in c.get("outputs", [])]
     assert any("PASS" in p for p in passes), "no check() reported PASS"
+    # `with demo():` shows a demo's error and goes on, so the kernel's status alone would miss it.
+    assert not [o for c in notebook.cells for o in c.get("outputs", []) if o["output_type"] == "error"]
+    assert not any(DEMO_FAILED in p or DEMO_SKIPPED in p for p in passes)
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda nb: nb.id)
+def test_run_all_completes_on_the_stub_notebook(kernel_env, nb, tmp_path):
+    """Does "Run All" on the untouched student notebook (weeks/, every exercise still its stub) reach the last
+    cell in the course's kernel, showing every check's card, each demo that calls a stub skipped with a note
+    naming that stub (or the skipped demo's missing result), and no error?"""
+    notebook = nbformat.read(ROOT / "weeks" / nb.path, as_version=4)
+    NotebookClient(notebook, kernel_name=KERNEL, timeout=300, allow_errors=False,
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()  # raises at the first failing cell
+    outputs = {i: [o.get("text", "") + json.dumps(o.get("data", {})) for o in cell.get("outputs", [])]
+               for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"}
+    errors = [(i, o["ename"]) for i, cell in enumerate(notebook.cells) for o in cell.get("outputs", [])
+              if o["output_type"] == "error"]
+    assert not errors, f"weeks/{nb.path}: cells that show an error: {errors}"
+    items = {item.id for item in nb.auto_items}
+    cards = [i for i, shown in outputs.items() if any(f"FAIL {item}:" in t for t in shown for item in items)]
+    checks = [i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code" and cell.source.startswith("check(")]
+    assert cards == checks, f"weeks/{nb.path}: a check cell without its card"
+    skips = [t for shown in outputs.values() for t in shown if DEMO_SKIPPED in t]
+    guarded = [i for i, cell in enumerate(notebook.cells) if "with demo():" in cell.source]
+    assert guarded and len(skips) == len(guarded), f"weeks/{nb.path}: {len(guarded)} guarded demos, {len(skips)} notes"
+    for text in skips:
+        waits_for = re.search(r"(\w+)(\.\w+)? is still a stub|waits for (\w+)", text)
+        assert waits_for and (waits_for[1] or waits_for[3]) in items, text
+    assert not any(DEMO_FAILED in t for shown in outputs.values() for t in shown)
 
 
 READINGS_HEADING = "## Readings and resources"

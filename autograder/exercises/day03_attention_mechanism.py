@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..exercise import Case, Exercise, StudentError, expect_tuple
+from ..exercise import UNANSWERED, Case, Exercise, StudentError, expect_tuple
 
 # --- softmax ---------------------------------------------------------------
 
@@ -250,6 +250,8 @@ def _hand_numbers(value, name: str) -> np.ndarray:
     if len(items) != n or (type(value) is np.ndarray and value.ndim != 1):
         raise StudentError(f"{where} should hold {n} numbers, one per {'outcome' if name == 'context' else 'event'}"
                            f", in the order of the table; got {len(items)}")
+    if any(x is None for x in items):
+        raise StudentError(f"{UNANSWERED} in {where}: fill in your {n} numbers")
     numbers = []
     for x in items:
         if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer, np.floating)):

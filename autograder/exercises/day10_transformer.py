@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from ..exercise import Case, Exercise, StudentError, as_tensor, load_weights
+from ..exercise import UNANSWERED, Case, Exercise, StudentError, as_tensor, load_weights
 
 # ---------------------------------------------------------------- weights (numpy only: cases are built outside torch)
 
@@ -492,6 +492,8 @@ def run_architecture_quiz(answer, inputs):
         unknown = [str(k) for k in answer if k not in TASKS]
         raise StudentError(f"the dict has no key {task!r}" + (f" (unknown keys: {', '.join(unknown)})" if unknown else ""))
     value = answer[task]
+    if value is None:
+        raise StudentError(f"{UNANSWERED} for {task!r}: give one of {', '.join(repr(a) for a in ARCHITECTURES)}")
     if type(value) is not str or value.strip().lower() not in ARCHITECTURES:
         raise StudentError(f"quiz_architecture_for_task[{task!r}] should be one of "
                            f"{', '.join(repr(a) for a in ARCHITECTURES)}, got {value!r}")
@@ -516,6 +518,8 @@ def run_diagram_labels(answer, inputs):
         value = answer[str(box)]
     else:
         raise StudentError(f"the dict has no key {box} (the keys are the box numbers 1 to {len(DIAGRAM_BOXES)})")
+    if value is None:
+        raise StudentError(f"{UNANSWERED} for box {box}: give one of {', '.join(repr(c) for c in DIAGRAM_COMPONENTS)}")
     if type(value) is not str or value.strip().lower() not in DIAGRAM_COMPONENTS:
         raise StudentError(f"diagram_labels[{box}] should be one of "
                            f"{', '.join(repr(c) for c in DIAGRAM_COMPONENTS)}, got {value!r}")
