@@ -1,13 +1,19 @@
-"""The solution notebooks run top to bottom in a real Jupyter kernel running this project's interpreter."""
+"""The notebooks run top to bottom in a real Jupyter kernel running this project's interpreter: the solutions
+with every check passing, and the student's stub notebooks (weeks/) all the way through, as "Run All" would.
+
+The `executed` fixture runs all twelve, each in a kernel of its own, and prints how long each took; each
+test reads its notebook's result."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import sys
+import time
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
 
 from autograder.config import ROOT, load_course
 from autograder.demo import FAILED as DEMO_FAILED
@@ -39,16 +45,54 @@ def monkeypatch_module():
     mp.undo()
 
 
+RUNNER = """import sys
+import nbformat
+from nbclient import NotebookClient
+source, executed, folder, kernel = sys.argv[1:]
+notebook = nbformat.read(source, as_version=4)
+notebook.cells.insert(0, nbformat.v4.new_code_cell("import sys; print(sys.executable)"))  # which interpreter
+try:
+    NotebookClient(notebook, kernel_name=kernel, timeout=300, allow_errors=False,
+                   resources={"metadata": {"path": folder}}).execute()  # raises at the first failing cell
+finally:
+    nbformat.write(notebook, executed)
+"""
+RUNS = [(folder, nb) for folder in ("solutions", "weeks") for nb in NOTEBOOKS]
+"""Every (folder, notebook) to run."""
+
+
+@pytest.fixture(scope="module")
+def executed(kernel_env, tmp_path_factory):
+    """{(folder, notebook id): (exit code, the runner's output, the executed notebook, seconds)}, one run after
+    another, each a process of its own starting its own kernel. (Two at a time took as long on two cores:
+    torch's threads in both kernels then compete.)"""
+    root = tmp_path_factory.mktemp("executed")
+    results = {}
+    for folder, nb in RUNS:
+        work = root / folder / nb.id
+        work.mkdir(parents=True)
+        started = time.monotonic()
+        proc = subprocess.run([sys.executable, "-c", RUNNER, str(ROOT / folder / nb.path), str(work / "out.ipynb"),
+                               str(work), KERNEL], capture_output=True, text=True, env=os.environ.copy())
+        notebook = nbformat.read(work / "out.ipynb", as_version=4) if (work / "out.ipynb").exists() else None
+        results[folder, nb.id] = (proc.returncode, proc.stdout + proc.stderr, notebook, time.monotonic() - started)
+        print(f"{folder}/{nb.path} top to bottom: {results[folder, nb.id][3]:.1f} s")
+    return results
+
+
+def run_of(executed, folder: str, nb) -> nbformat.NotebookNode:
+    """The executed notebook, after checking that its run reached the end in this project's interpreter."""
+    code, out, notebook, _ = executed[folder, nb.id]
+    assert code == 0 and notebook is not None, f"{folder}/{nb.path} stopped:\n{out[-4000:]}"
+    probe = notebook.cells.pop(0)
+    assert probe.outputs[0]["text"].strip() == sys.executable
+    return notebook
+
+
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda nb: nb.id)
-def test_solution_notebook_runs_in_a_kernel(kernel_env, nb, tmp_path):
+def test_solution_notebook_runs_in_a_kernel(executed, nb):
     """Does every cell of the solution notebook, demos and checks included, run without error?"""
-    notebook = nbformat.read(ROOT / "solutions" / nb.path, as_version=4)
-    probe = nbformat.v4.new_code_cell("import sys; print(sys.executable)")
-    notebook.cells.insert(0, probe)
-    client = NotebookClient(notebook, kernel_name=KERNEL, timeout=300, allow_errors=False,
-                            resources={"metadata": {"path": str(tmp_path)}})
-    client.execute()
-    assert notebook.cells[0].outputs[0]["text"].strip() == sys.executable
+    notebook = run_of(executed, "solutions", nb)
     passes = [o.get("text", "") + json.dumps(o.get("data", {})) for c in notebook.cells for o in c.get("outputs", [])]
     assert any("PASS" in p for p in passes), "no check() reported PASS"
     # `with demo():` shows a demo's error and goes on, so the kernel's status alone would miss it.
@@ -57,13 +101,11 @@ def test_solution_notebook_runs_in_a_kernel(kernel_env, nb, tmp_path):
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda nb: nb.id)
-def test_run_all_completes_on_the_stub_notebook(kernel_env, nb, tmp_path):
+def test_run_all_completes_on_the_stub_notebook(executed, nb):
     """Does "Run All" on the untouched student notebook (weeks/, every exercise still its stub) reach the last
     cell in the course's kernel, showing every check's card, each demo that calls a stub skipped with a note
     naming that stub (or the skipped demo's missing result), and no error?"""
-    notebook = nbformat.read(ROOT / "weeks" / nb.path, as_version=4)
-    NotebookClient(notebook, kernel_name=KERNEL, timeout=300, allow_errors=False,
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()  # raises at the first failing cell
+    notebook = run_of(executed, "weeks", nb)
     outputs = {i: [o.get("text", "") + json.dumps(o.get("data", {})) for o in cell.get("outputs", [])]
                for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"}
     errors = [(i, o["ename"]) for i, cell in enumerate(notebook.cells) for o in cell.get("outputs", [])
