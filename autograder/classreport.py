@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+from . import compare
 from .config import Course
-from .exercise import UNANSWERED
 from .gradebook import Gradebook, csv_row
 
 CAUSES = ("mistake", "stub", "error", "stopped", "wrong")
@@ -71,7 +71,7 @@ def cause_of(item: dict) -> str:
     failures = [c for c in item["cases"] if not c["passed"]]
     if any(c.get("mistake") for c in failures):
         return "mistake"
-    if failures and all(c["problems"] and UNANSWERED in c["problems"][0] for c in failures):
+    if compare.unanswered(failures):
         return "stub"  # a quiz-like answer left as the released placeholder (None)
     raised = [c for c in failures if c["problems"] and c["problems"][0].startswith("raised ")]
     if failures and len(raised) == len(failures):

@@ -324,6 +324,12 @@ def _value_failure(case_key: dict, got: dict) -> bool:
     return bool(compare_outputs(case_key["expected"], got.get("outputs") or {}, case_key.get("tolerance")))
 
 
+def unanswered(failures: list[dict]) -> bool:
+    """Did every failing case (the stored form: {"problems": [...]}) fail because the answer is still the released
+    placeholder (None)?"""
+    return bool(failures) and all(c["problems"] and UNANSWERED in c["problems"][0] for c in failures)
+
+
 def judge_case(item_id: str, case_key: dict, got: dict, mistakes: list[dict], share: float,
                quiz_choices: list[str] | None = None) -> CaseResult:
     """Judge one case from the sandbox's answer `got` ({"outputs", "error", "error_type"})."""

@@ -285,6 +285,10 @@ def _advice(item: dict, failures: list[dict]) -> str:
     raised = [c for c in failures if c["problems"] and c["problems"][0].startswith("raised ")]
     if failures and all("NotImplementedError" in c["problems"][0] for c in raised) and len(raised) == len(failures):
         return "This is still the stub: replace <code>raise NotImplementedError()</code> with your code."
+    from .compare import unanswered
+
+    if unanswered(failures):
+        return "No answer yet: the answer cell still holds its placeholder (None). Write your answer there."
     if raised and len(raised) == len(failures):
         return ("Every case raised an error: run the public check in the notebook and read the first error; "
                 "the line it names is in your code.")

@@ -113,10 +113,29 @@ def test_samples_of_a_hidden_case_are_never_drawn(graded_demo, course):
 
 
 def test_stub_and_hostile_pages_say_what_to_do(graded_demo):
-    """Does an untouched notebook get told to replace the stub, and a killed item the reason it stopped?"""
+    """Does an untouched notebook get told to replace the stub (and, for a quiz, that it has no answer yet), and a
+    killed item the reason it stopped?"""
     _, out = graded_demo
     assert "still the stub" in page(out, "ben_untouched")
+    assert "No answer yet: the answer cell still holds its placeholder (None)" in page(out, "ben_untouched")
     assert "ended itself" in page(out, "hal_hostile")
+
+
+def test_an_unanswered_quiz_counts_as_not_attempted(graded_demo):
+    """In the class report, is an answer left as the released placeholder (None) counted as not attempted, like
+    a function left as its stub, rather than as wrong values?"""
+    from autograder.classreport import cause_of
+    from autograder.gradebook import Gradebook
+
+    _, out = graded_demo
+    book = Gradebook(out / "gradebook.db")
+    try:
+        items = {it["id"]: it for nb in book.results("ben_untouched") for it in nb["items"]}
+    finally:
+        book.close()
+    answers = ("quiz_rnn_long_range", "hand_attention", "quiz_sqrt_dk", "quiz_architecture_for_task", "diagram_labels")
+    assert {i: cause_of(items[i]) for i in answers} == dict.fromkeys(answers, "stub")
+    assert cause_of(items["causal_mask"]) == "stub"
 
 
 def test_unchanged_pages_are_not_redrawn(graded_demo, course, tmp_path):
