@@ -30,8 +30,9 @@ def test_sigkill_mid_batch_then_resume_equals_uninterrupted(tmp_path):
     students["s03"][D06]["causal_mask"] = "def causal_mask(size, device=None):\n    return torch.ones(size, size).triu().bool()\n"
     demo_students.write_class(cls, students)
 
-    clean = tmp_path / "clean"
-    subprocess.run(grade_cmd(course_file, cls, clean), check=True, capture_output=True, cwd=ROOT)
+    clean = tmp_path / "clean"  # the uninterrupted run, beside the one to be killed (another output folder)
+    uninterrupted = subprocess.Popen(grade_cmd(course_file, cls, clean), stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True, cwd=ROOT)
 
     out = tmp_path / "out"
     proc = subprocess.Popen(grade_cmd(course_file, cls, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -57,6 +58,8 @@ def test_sigkill_mid_batch_then_resume_equals_uninterrupted(tmp_path):
     assert 2 <= partial < len(students)
 
     resumed = subprocess.run(grade_cmd(course_file, cls, out), check=True, capture_output=True, text=True, cwd=ROOT)
+    _, errors = uninterrupted.communicate(timeout=300)
+    assert uninterrupted.returncode == 0, errors[-3000:]
     assert f"{partial} unchanged" in resumed.stdout
     assert (out / "gradebook.csv").read_text() == (clean / "gradebook.csv").read_text()
     with sqlite3.connect(db_path) as db:
