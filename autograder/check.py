@@ -252,13 +252,13 @@ def _check_notebook(path: Path, as_json: bool, out) -> int:
         out.write(f"  {result['message']}\n")
     cells = _code_cells(path)
     for problem in result.get("cell_problems", []):
-        out.write(f"  note: {_cell_name(problem['index'], cells)}: {problem['error']}\n")
+        out.write(f"  note: code cell {problem['number']}: {problem['error']}\n")  # the grader numbers as Jupyter
     n_pass = n_recorded = 0
     for item in auto:
         cases = [compare.CaseResult(**c) for c in item["cases"]]
         for case in cases:
             case.problems = [_locate(p, cells, item["id"]) for p in case.problems]
-        report = CheckReport(item["id"], cases, _renumber_cells(item["message"], cells))
+        report = CheckReport(item["id"], cases, item["message"])
         n_recorded += report.recorded
         n_pass += report.passed and not report.recorded
         for line in report.text().splitlines():
@@ -276,24 +276,10 @@ def _code_cells(path: Path) -> dict[int, tuple[int, dict]]:
     from . import notebook
 
     try:
-        cells = notebook.read(path).cells
+        nb = notebook.read(path)
     except Exception:  # noqa: BLE001 - the run above already said what is wrong with the file
         return {}
-    numbered, n = {}, 0
-    for index, cell in enumerate(cells if isinstance(cells, list) else []):
-        if isinstance(cell, dict) and cell.get("cell_type") == "code":
-            n += 1
-            numbered[index] = (n, cell)
-    return numbered
-
-
-def _cell_name(index: int, cells: dict) -> str:
-    return f"code cell {cells[index][0]}" if index in cells else f"cell {index + 1}"
-
-
-def _renumber_cells(message: str, cells: dict) -> str:
-    """The grader's "(cell N failed: ...)" (N counting every cell from 1) as "(code cell M failed: ...)"."""
-    return re.sub(r"\(cell (\d+) failed:", lambda m: f"({_cell_name(int(m[1]) - 1, cells)} failed:", message)
+    return {index: (number, nb.cells[index]) for index, number in notebook.code_cell_numbers(nb).items()}
 
 
 _WHERE = re.compile(r" \(line (?P<line>\d+): (?P<code>.+)\)$")

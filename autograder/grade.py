@@ -134,7 +134,7 @@ def judge(sub: Submission, run: Run) -> None:
         elif raw["status"] == "missing":
             message = (f"{item.id} is not defined after running the notebook; keep the name and signature "
                        f"of the exercise cell")
-            message += _cell_errors_note(sub.raw)
+            message += _cell_errors_note(sub.raw, notebook.code_cell_numbers(sub.nb))
         elif raw["status"] == "killed":
             message = f"{item.id}: {raw['error']}"
         if not message:
@@ -153,7 +153,9 @@ def judge(sub: Submission, run: Run) -> None:
             items.append({"id": item.id, "score": 0.0, "max_score": item.points, "manual": True,
                           "message": "graded by hand", "mistake": None, "cases": [],
                           "extra_credit": item.extra_credit})
-    cells = [dict(c, index=int(i)) for i, c in (sub.raw or {}).get("cells", {}).items() if c["status"] != "ok"]
+    numbers = notebook.code_cell_numbers(sub.nb) if sub.nb is not None else {}
+    cells = [dict(c, index=int(i), number=numbers.get(int(i))) for i, c in (sub.raw or {}).get("cells", {}).items()
+             if c["status"] != "ok"]
     sub.result = {
         "student_id": sub.student_id, "notebook_id": sub.notebook.id, "title": sub.notebook.title,
         "status": "unreadable" if sub.failed else "graded", "message": sub.failed,
@@ -188,12 +190,13 @@ def collect_manual(sub: Submission, run: Run) -> None:
 PIPELINE = [read_submission, plan_job, execute, judge, collect_manual]
 
 
-def _cell_errors_note(raw) -> str:
-    bad = [(i, c) for i, c in (raw or {}).get("cells", {}).items() if c["status"] != "ok"]
+def _cell_errors_note(raw, numbers: dict[int, int]) -> str:
+    """The first cell that failed, numbered as Jupyter's In [n] (`numbers`: notebook.code_cell_numbers)."""
+    bad = sorted((int(i), c) for i, c in (raw or {}).get("cells", {}).items() if c["status"] != "ok")
     if not bad:
         return ""
     index, cell = bad[0]
-    return f" (cell {int(index) + 1} failed: {cell['error']})"
+    return f" (code cell {numbers.get(index, index + 1)} failed: {cell['error']})"
 
 
 def discover(course: Course, submitted: Path) -> tuple[list[tuple[str, Notebook, Path]], list[str]]:

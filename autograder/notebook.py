@@ -158,6 +158,16 @@ def is_demo_cell(cell) -> bool:
     return isinstance(tags, list) and DEMO_TAG in tags
 
 
+def code_cell_numbers(nb) -> dict[int, int]:
+    """{position among all cells (0-based): code cell number}, numbered as Jupyter's In [n] after a Run All:
+    code cells only, from 1, demos and test cells included."""
+    numbers: dict[int, int] = {}
+    for index, cell in enumerate(_cells(nb)):
+        if isinstance(cell, dict) and cell.get("cell_type") == "code":
+            numbers[index] = len(numbers) + 1
+    return numbers
+
+
 def cells_to_run(submitted: Notebook, release: Notebook | None) -> list[CodeCell]:
     """The code cells a "Run All" would execute, less demos and test cells.
 

@@ -363,7 +363,9 @@ def _notebook_html(nb: dict) -> list[str]:
     if nb.get("cell_problems"):
         parts.append("<p>Cells that failed when the notebook was run top to bottom (the rest still ran):</p><ul>")
         for problem in nb["cell_problems"]:
-            parts.append(f"<li>cell {problem['index'] + 1}: <code>{e(problem['error'])}</code></li>")
+            where = (f"code cell {problem['number']}" if problem.get("number")  # Jupyter's In [n]
+                     else f"cell {problem['index'] + 1}")  # a gradebook written before code cells were numbered
+            parts.append(f"<li>{where}: <code>{e(problem['error'])}</code></li>")
         parts.append("</ul>")
     for item in nb["items"]:
         if item.get("manual") or item["score"] >= item["max_score"]:

@@ -205,6 +205,24 @@ def test_cli_check_unreadable_notebook_is_a_message(tmp_path):
     assert str(path) in res.stderr and "nests deeper than" in res.stderr and "save it from Jupyter" in res.stderr
 
 
+def test_cli_check_names_a_failed_cell_by_its_jupyter_number(tmp_path):
+    """When an exercise cell fails at the top level (so its item is never defined), do the note and the item's
+    message name that cell as Jupyter's In [n] does (code cells only), the one that really failed?"""
+    def mutate(data):
+        for cell in data["cells"]:
+            if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == "causal_mask":
+                cell["source"] = "raise RuntimeError('this cell is broken')\n"
+
+    path = copy_of_release(tmp_path, mutate)
+    number = code_cell_number(path, "causal_mask")
+    all_cells = [c.get("metadata", {}).get("nbgrader", {}).get("grade_id") for c in nbformat.read(path, 4).cells]
+    assert all_cells.index("causal_mask") + 1 != number  # markdown cells come before it: the two numberings differ
+    res = run_cli(path)
+    assert f"note: code cell {number}: RuntimeError: this cell is broken" in res.stdout, res.stdout
+    assert "causal_mask is not defined after running the notebook" in res.stdout
+    assert f"(code cell {number} failed: RuntimeError: this cell is broken" in res.stdout
+
+
 def test_cli_check_grade_id_list_is_no_crash(tmp_path):
     """Does the shell check of a notebook whose grade_ids are a list and a dict judge it, without a traceback?"""
     def mutate(data):

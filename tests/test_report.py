@@ -138,6 +138,30 @@ def test_an_unanswered_quiz_counts_as_not_attempted(graded_demo):
     assert cause_of(items["causal_mask"]) == "stub"
 
 
+def test_failed_cells_are_numbered_as_jupyter_shows_them(graded_demo, demo_class):
+    """Does the feedback page name each cell that failed by its code cell number (Jupyter's In [n] after Run All,
+    markdown cells not counted), the cell that really raised that error?"""
+    import nbformat
+
+    from autograder.gradebook import Gradebook
+
+    _, out = graded_demo
+    book = Gradebook(out / "gradebook.db")
+    try:
+        result = next(r for r in book.results("hal_hostile") if r["cell_problems"])
+    finally:
+        book.close()
+    path = next(demo_class.glob(f"hal_hostile/*/{result['notebook_id']}.ipynb"))
+    cells = nbformat.read(path, as_version=4).cells
+    code = [i for i, c in enumerate(cells) if c.cell_type == "code"]
+    text = page(out, "hal_hostile")
+    for problem in result["cell_problems"]:
+        assert problem["number"] == code.index(problem["index"]) + 1 != problem["index"] + 1
+        assert f"code cell {problem['number']}: <code>" in text
+    raised = {p["error"].split(":")[0]: cells[p["index"]].source for p in result["cell_problems"]}
+    assert "sys.exit(0)" in raised["SystemExit"]  # the +exit cell of demo/classes: the number names that cell
+
+
 def test_unchanged_pages_are_not_redrawn(graded_demo, course, tmp_path):
     """Does writing the outputs again leave unchanged pages alone, and rewrite a page whose results changed?"""
     import shutil
