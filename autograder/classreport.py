@@ -71,12 +71,9 @@ def cause_of(item: dict) -> str:
     failures = [c for c in item["cases"] if not c["passed"]]
     if any(c.get("mistake") for c in failures):
         return "mistake"
-    if compare.unanswered(failures):
-        return "stub"  # a quiz-like answer left as the released placeholder (None)
-    raised = [c for c in failures if c["problems"] and c["problems"][0].startswith("raised ")]
-    if failures and len(raised) == len(failures):
-        if all("NotImplementedError" in c["problems"][0] for c in raised):
-            return "stub"
+    if compare.still_stub(failures) or compare.unanswered(failures):  # as released: a stub, or an answer of None
+        return "stub"
+    if failures and all(c["problems"] and c["problems"][0].startswith("raised ") for c in failures):
         return "error"
     return "wrong"
 

@@ -324,6 +324,13 @@ def _value_failure(case_key: dict, got: dict) -> bool:
     return bool(compare_outputs(case_key["expected"], got.get("outputs") or {}, case_key.get("tolerance")))
 
 
+def still_stub(failures: list[dict]) -> bool:
+    """Did every failing case (the stored form: {"problems": [...]}) raise NotImplementedError, as the released
+    stub does?"""
+    return bool(failures) and all(c["problems"] and c["problems"][0].startswith("raised ")
+                                  and "NotImplementedError" in c["problems"][0] for c in failures)
+
+
 def unanswered(failures: list[dict]) -> bool:
     """Did every failing case (the stored form: {"problems": [...]}) fail because the answer is still the released
     placeholder (None)?"""

@@ -123,6 +123,7 @@ def judge(sub: Submission, run: Run) -> None:
     """Compare every case with the key, name mistakes, and score each item."""
     key = run.keys[sub.notebook.id]
     raw_items = (sub.raw or {}).get("items", {})
+    numbers = notebook.code_cell_numbers(sub.nb)  # cells named as Jupyter's In [n] ({} without a notebook)
     items = []
     for item in sub.notebook.auto_items:
         ik = key[item.id]
@@ -134,7 +135,7 @@ def judge(sub: Submission, run: Run) -> None:
         elif raw["status"] == "missing":
             message = (f"{item.id} is not defined after running the notebook; keep the name and signature "
                        f"of the exercise cell")
-            message += _cell_errors_note(sub.raw, notebook.code_cell_numbers(sub.nb))
+            message += _cell_errors_note(sub.raw, numbers)
         elif raw["status"] == "killed":
             message = f"{item.id}: {raw['error']}"
         if not message:
@@ -153,7 +154,6 @@ def judge(sub: Submission, run: Run) -> None:
             items.append({"id": item.id, "score": 0.0, "max_score": item.points, "manual": True,
                           "message": "graded by hand", "mistake": None, "cases": [],
                           "extra_credit": item.extra_credit})
-    numbers = notebook.code_cell_numbers(sub.nb) if sub.nb is not None else {}
     cells = [dict(c, index=int(i), number=numbers.get(int(i))) for i, c in (sub.raw or {}).get("cells", {}).items()
              if c["status"] != "ok"]
     sub.result = {

@@ -282,11 +282,11 @@ def item_pictures(item: dict) -> list[dict]:
 
 def _advice(item: dict, failures: list[dict]) -> str:
     """What to do when no known mistake was named."""
-    raised = [c for c in failures if c["problems"] and c["problems"][0].startswith("raised ")]
-    if failures and all("NotImplementedError" in c["problems"][0] for c in raised) and len(raised) == len(failures):
-        return "This is still the stub: replace <code>raise NotImplementedError()</code> with your code."
-    from .compare import unanswered
+    from .compare import still_stub, unanswered
 
+    raised = [c for c in failures if c["problems"] and c["problems"][0].startswith("raised ")]
+    if still_stub(failures):
+        return "This is still the stub: replace <code>raise NotImplementedError()</code> with your code."
     if unanswered(failures):
         return "No answer yet: the answer cell still holds its placeholder (None). Write your answer there."
     if raised and len(raised) == len(failures):

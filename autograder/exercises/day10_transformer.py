@@ -483,6 +483,17 @@ ARCHITECTURES = ("encoder-only", "decoder-only", "encoder-decoder")
 TASKS = ("translation", "sentiment", "pos_tagging", "story_continuation", "code_completion")
 
 
+def _chosen(value, choices: tuple[str, ...], entry: str, where: str):
+    """One entry of a dict answer whose values are names from `choices` (compared in lower case): the value, or a
+    StudentError saying it has no answer yet (None, the placeholder) or is not one of them."""
+    allowed = ", ".join(repr(c) for c in choices)
+    if value is None:
+        raise StudentError(f"{UNANSWERED} for {entry}: give one of {allowed}")
+    if type(value) is not str or value.strip().lower() not in choices:
+        raise StudentError(f"{where} should be one of {allowed}, got {value!r}")
+    return value
+
+
 def run_architecture_quiz(answer, inputs):
     """One case per task, so that each task earns its share of the point."""
     task = inputs["task"]
@@ -491,13 +502,7 @@ def run_architecture_quiz(answer, inputs):
     if task not in answer:
         unknown = [str(k) for k in answer if k not in TASKS]
         raise StudentError(f"the dict has no key {task!r}" + (f" (unknown keys: {', '.join(unknown)})" if unknown else ""))
-    value = answer[task]
-    if value is None:
-        raise StudentError(f"{UNANSWERED} for {task!r}: give one of {', '.join(repr(a) for a in ARCHITECTURES)}")
-    if type(value) is not str or value.strip().lower() not in ARCHITECTURES:
-        raise StudentError(f"quiz_architecture_for_task[{task!r}] should be one of "
-                           f"{', '.join(repr(a) for a in ARCHITECTURES)}, got {value!r}")
-    return {"answer": value}
+    return {"answer": _chosen(answer[task], ARCHITECTURES, f"{task!r}", f"quiz_architecture_for_task[{task!r}]")}
 
 
 # ---------------------------------------------------------------- diagram_labels
@@ -518,12 +523,7 @@ def run_diagram_labels(answer, inputs):
         value = answer[str(box)]
     else:
         raise StudentError(f"the dict has no key {box} (the keys are the box numbers 1 to {len(DIAGRAM_BOXES)})")
-    if value is None:
-        raise StudentError(f"{UNANSWERED} for box {box}: give one of {', '.join(repr(c) for c in DIAGRAM_COMPONENTS)}")
-    if type(value) is not str or value.strip().lower() not in DIAGRAM_COMPONENTS:
-        raise StudentError(f"diagram_labels[{box}] should be one of "
-                           f"{', '.join(repr(c) for c in DIAGRAM_COMPONENTS)}, got {value!r}")
-    return {"answer": value}
+    return {"answer": _chosen(value, DIAGRAM_COMPONENTS, f"box {box}", f"diagram_labels[{box}]")}
 
 
 ALL_ATTENTION = ("scaled_dot_product_attention", "split_heads", "merge_heads", "MultiHeadAttention")
